@@ -1,0 +1,31 @@
+"""kmot: model optimization for Keras 3 models deployed with LiteRT.
+
+The package root only re-exports. Subpackages load on first use, so
+``import kmot`` stays light (it never imports TensorFlow or LiteRT).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from kmot.errors import KmotError
+
+__version__ = "0.1.0"
+
+_SUBPACKAGES = ("core", "data", "export", "errors")
+
+__all__ = ["KmotError", "__version__", *_SUBPACKAGES]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kmot import core, data, errors, export
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"kmot.{name}")
+    raise AttributeError(f"module 'kmot' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

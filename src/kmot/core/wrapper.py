@@ -1,0 +1,249 @@
+"""`OptimizedLayer`: the one wrapper behind every kmot technique.
+
+It runs its inner layer through `Layer.stateless_call` with some weights replaced
+by the output of their transform chains, so any Keras 3 layer (built-in or custom)
+can be pruned, clustered or fake-quantized without per-layer forward code, on
+every backend, with gradients flowing through the transforms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from kmot.core.transform import WeightTransform
+from kmot.errors import TransformError
+
+__all__ = ["OptimizedLayer", "weight_key", "weight_keys"]
+
+
+def weight_key(layer: keras.layers.Layer, variable: keras.Variable) -> str:
+    """The name of `variable` relative to `layer`: ``"kernel"``, ``"sub/kernel"``.
+
+    Stable across cloning, wrapping and reloading, unlike ``variable.path``,
+    which carries the names of the enclosing layers.
+    """
+    parts = variable.path.split("/")
+    if layer.name in parts[:-1]:
+        parts = parts[parts.index(layer.name) + 1 :]
+    else:
+        parts = parts[-1:]
+    return "/".join(parts)
+
+
+def weight_keys(layer: keras.layers.Layer) -> list[str]:
+    """The keys (see `weight_key`) of all of `layer`'s weights, in order."""
+    return [weight_key(layer, v) for v in layer.weights]
+
+
+def _variable_name(key: str, index: int, name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{key}_t{index}_{name}")
+
+
+@keras.saving.register_keras_serializable(package="kmot")
+class OptimizedLayer(keras.layers.Wrapper):
+    """Wraps a layer and applies a chain of `WeightTransform`s to chosen weights.
+
+    Args:
+        layer: the layer to wrap (built or not).
+        transforms: maps a weight key (``"kernel"``, ``"depthwise_kernel"``, or
+            ``"sub/kernel"`` for a sublayer's weight; see `weight_keys`) to the
+            transforms applied to it, first to last.
+        **kwargs: base layer arguments (``name``, ...).
+
+    Example:
+        >>> layer = OptimizedLayer(keras.layers.Dense(4), {"kernel": []})
+        >>> y = layer(np.ones((2, 3), "float32"))
+        >>> tuple(y.shape)
+        (2, 4)
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        transforms: Mapping[str, Sequence[WeightTransform]],
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("name", f"{layer.name}_opt")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+        if not isinstance(transforms, Mapping):
+            raise TransformError(
+                "`transforms` must map weight names to lists of WeightTransform, "
+                "e.g. {'kernel': [transform]}. "
+                f"Received: transforms={transforms!r}"
+            )
+        self._chains: dict[str, list[WeightTransform]] = {}
+        for key, chain in transforms.items():
+            chain = list(chain)
+            for t in chain:
+                if not isinstance(t, WeightTransform):
+                    raise TransformError(
+                        f"Every transform of weight '{key}' must be a "
+                        "kmot.core.WeightTransform instance. "
+                        f"Received: {t!r} (type {type(t).__name__})"
+                    )
+            self._chains[key] = chain
+        self.supports_masking = getattr(layer, "supports_masking", False)
+        self._by_var: dict[int, list[WeightTransform]] = {}
+
+    # ------------------------------------------------------------------ build
+    @property
+    def transforms(self) -> dict[str, list[WeightTransform]]:
+        """The transform chains, by weight key (a copy; edit with `add_transform`)."""
+        return {k: list(v) for k, v in self._chains.items()}
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._build_transforms()
+        self.built = True
+
+    def get_build_config(self):
+        return {"layer": self.layer.get_build_config()}
+
+    def build_from_config(self, config):
+        if not self.layer.built:
+            self.layer.build_from_config(config["layer"])
+        self._build_transforms()
+        self.built = True
+
+    def _variables_by_key(self) -> dict[str, keras.Variable]:
+        return {weight_key(self.layer, v): v for v in self.layer.weights}
+
+    def _build_transforms(self) -> None:
+        variables = self._variables_by_key()
+        unknown = [k for k in self._chains if k not in variables]
+        if unknown:
+            raise TransformError(
+                f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no "
+                f"weight named {unknown[0]!r}. Expected one of {sorted(variables)}. "
+                f"Received: transforms for {list(self._chains)}"
+            )
+        self._by_var = {}
+        for key, chain in self._chains.items():
+            for index, t in enumerate(chain):
+                self._build_one(key, index, t, variables[key])
+            self._by_var[id(variables[key])] = chain
+
+    def _build_one(self, key, index, transform, variable):
+        def add_weight(name, shape, *, initializer="zeros", dtype=None, trainable=False):
+            return self.add_weight(
+                name=_variable_name(key, index, name),
+                shape=tuple(shape),
+                initializer=initializer,
+                dtype=dtype or variable.dtype,
+                trainable=trainable,
+            )
+
+        transform.build(variable, add_weight)
+
+    def add_transform(self, key: str, transform: WeightTransform) -> None:
+        """Appends `transform` to the chain of weight `key` (building it if needed)."""
+        if not isinstance(transform, WeightTransform):
+            raise TransformError(
+                "`transform` must be a kmot.core.WeightTransform instance. "
+                f"Received: {transform!r}"
+            )
+        chain = self._chains.setdefault(key, [])
+        chain.append(transform)
+        if self.built:
+            variables = self._variables_by_key()
+            if key not in variables:
+                chain.pop()
+                raise TransformError(
+                    f"Layer '{self.layer.name}' has no weight named {key!r}. "
+                    f"Expected one of {sorted(variables)}. Received: key={key!r}"
+                )
+            self._build_one(key, len(chain) - 1, transform, variables[key])
+            self._by_var[id(variables[key])] = chain
+
+    # ------------------------------------------------------------------- call
+    def transformed_value(self, variable: keras.Variable, training: bool = False):
+        """The value `variable` takes in the forward pass (its chain applied)."""
+        chain = self._by_var.get(id(variable))
+        if not chain:
+            return variable.value
+        value = ops.copy(variable.value)  # a tensor: ops on tf.Variable lack .ndim
+        for t in chain:
+            value = t(value, training=training)
+        return value
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        layer = self.layer
+        if getattr(layer, "_call_has_training_arg", False):
+            kwargs["training"] = training
+        train = bool(training)
+        trainable = [self.transformed_value(v, train) for v in layer.trainable_variables]
+        frozen_vars = layer.non_trainable_variables
+        frozen = [self.transformed_value(v, train) for v in frozen_vars]
+        outputs, updated = layer.stateless_call(trainable, frozen, inputs, *args, **kwargs)
+        # Carry state updates (e.g. BatchNormalization statistics) back.
+        for var, before, after in zip(frozen_vars, frozen, updated):
+            if after is not before and id(var) not in self._by_var:
+                var.assign(after)
+        return outputs
+
+    def compute_output_spec(self, inputs, *args, training=None, **kwargs):
+        # Transforms never change shapes: the inner layer knows its output.
+        if getattr(self.layer, "_call_has_training_arg", False):
+            kwargs["training"] = training
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    # ------------------------------------------------------------------ strip
+    def on_step(self, step: int) -> None:
+        """Forwards a training step to every transform (see `WeightTransform.on_step`)."""
+        for chain in self._chains.values():
+            for t in chain:
+                t.on_step(step)
+
+    def stripped_weights(self, keep=lambda transform: False) -> list[np.ndarray]:
+        """The inner layer's weights with their chains' `strip` applied.
+
+        Args:
+            keep: predicate on transforms to leave out of the stripping (they stay
+                for a later wrapper to re-attach).
+
+        Returns:
+            Arrays in the order of ``self.layer.weights``.
+        """
+        out = []
+        for v in self.layer.weights:
+            value = ops.copy(v.value)
+            for t in self._by_var.get(id(v), []):
+                if not keep(t):
+                    value = t.strip(value)
+            out.append(np.asarray(ops.convert_to_numpy(value)).astype(v.dtype))
+        return out
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = super().get_config()
+        config["transforms"] = {
+            key: [keras.saving.serialize_keras_object(t) for t in chain]
+            for key, chain in self._chains.items()
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
+        transforms = {
+            key: [
+                keras.saving.deserialize_keras_object(t, custom_objects=custom_objects)
+                for t in chain
+            ]
+            for key, chain in config.pop("transforms").items()
+        }
+        return cls(layer, transforms, **config)

@@ -1,0 +1,45 @@
+"""Errors raised by kmot.
+
+Every error says what was expected, what was received (``Received: ...``) and how
+to fix it, so that a user can act on the message alone.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "KmotError",
+    "UnsupportedModelError",
+    "LayerSelectionError",
+    "TransformError",
+    "CalibrationDataError",
+    "ConversionError",
+    "InspectionError",
+]
+
+
+class KmotError(Exception):
+    """Base class of every error kmot raises on bad input or a failed step."""
+
+
+class UnsupportedModelError(KmotError, TypeError):
+    """The model's kind (e.g. a subclassed model) cannot be rewritten."""
+
+
+class LayerSelectionError(KmotError, ValueError):
+    """A `layers=` selector is malformed or selects nothing it should."""
+
+
+class TransformError(KmotError, ValueError):
+    """A weight transform cannot be attached to, or applied on, a weight."""
+
+
+class CalibrationDataError(KmotError, ValueError):
+    """Representative (calibration) data is missing or does not fit the model."""
+
+
+class ConversionError(KmotError, RuntimeError):
+    """The LiteRT converter or the interpreter rejected the model."""
+
+
+class InspectionError(KmotError, ValueError):
+    """A file or buffer is not a readable LiteRT flatbuffer."""
