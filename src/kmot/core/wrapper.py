@@ -41,6 +41,14 @@ def weight_keys(layer: keras.layers.Layer) -> list[str]:
     return [weight_key(layer, v) for v in layer.weights]
 
 
+class _ChainIndex:
+    """Chains by variable identity, kept out of Keras/TF attribute tracking
+    (a tracked dict with int keys cannot be exported to a SavedModel)."""
+
+    def __init__(self):
+        self.by_var: dict[int, list[WeightTransform]] = {}
+
+
 def _variable_name(key: str, index: int, name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", f"{key}_t{index}_{name}")
 
@@ -90,7 +98,7 @@ class OptimizedLayer(keras.layers.Wrapper):
                     )
             self._chains[key] = chain
         self.supports_masking = getattr(layer, "supports_masking", False)
-        self._by_var: dict[int, list[WeightTransform]] = {}
+        self._index = _ChainIndex()
 
     # ------------------------------------------------------------------ build
     @property
@@ -125,11 +133,11 @@ class OptimizedLayer(keras.layers.Wrapper):
                 f"weight named {unknown[0]!r}. Expected one of {sorted(variables)}. "
                 f"Received: transforms for {list(self._chains)}"
             )
-        self._by_var = {}
+        self._index.by_var = {}
         for key, chain in self._chains.items():
             for index, t in enumerate(chain):
                 self._build_one(key, index, t, variables[key])
-            self._by_var[id(variables[key])] = chain
+            self._index.by_var[id(variables[key])] = chain
 
     def _build_one(self, key, index, transform, variable):
         def add_weight(name, shape, *, initializer="zeros", dtype=None, trainable=False):
@@ -161,12 +169,12 @@ class OptimizedLayer(keras.layers.Wrapper):
                     f"Expected one of {sorted(variables)}. Received: key={key!r}"
                 )
             self._build_one(key, len(chain) - 1, transform, variables[key])
-            self._by_var[id(variables[key])] = chain
+            self._index.by_var[id(variables[key])] = chain
 
     # ------------------------------------------------------------------- call
     def transformed_value(self, variable: keras.Variable, training: bool = False):
         """The value `variable` takes in the forward pass (its chain applied)."""
-        chain = self._by_var.get(id(variable))
+        chain = self._index.by_var.get(id(variable))
         if not chain:
             return variable.value
         value = ops.copy(variable.value)  # a tensor: ops on tf.Variable lack .ndim
@@ -185,7 +193,7 @@ class OptimizedLayer(keras.layers.Wrapper):
         outputs, updated = layer.stateless_call(trainable, frozen, inputs, *args, **kwargs)
         # Carry state updates (e.g. BatchNormalization statistics) back.
         for var, before, after in zip(frozen_vars, frozen, updated):
-            if after is not before and id(var) not in self._by_var:
+            if after is not before and id(var) not in self._index.by_var:
                 var.assign(after)
         return outputs
 
@@ -218,7 +226,7 @@ class OptimizedLayer(keras.layers.Wrapper):
         out = []
         for v in self.layer.weights:
             value = ops.copy(v.value)
-            for t in self._by_var.get(id(v), []):
+            for t in self._index.by_var.get(id(v), []):
                 if not keep(t):
                     value = t.strip(value)
             out.append(np.asarray(ops.convert_to_numpy(value)).astype(v.dtype))

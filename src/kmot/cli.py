@@ -1,0 +1,196 @@
+"""`kmot` command line: parse, call the public API, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kmot.errors import KmotError
+
+app = typer.Typer(
+    help="kmot: make Keras 3 models smaller and faster for LiteRT, with proof.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def load_npz_inputs(path: Path, model) -> object:
+    """Model inputs from an ``.npz``: one array, an ``x`` array, or one per input name."""
+    import numpy as np
+
+    from kmot.errors import CalibrationDataError
+
+    if not path.is_file():
+        raise CalibrationDataError(f"No such data file. Expected an .npz file. Received: {path}")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    names = [t.name for t in model.inputs]
+    if len(names) > 1 and all(n in arrays for n in names):
+        return tuple(arrays[n] for n in names)
+    if len(names) == 1:
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        for key in ("x", names[0]):
+            if key in arrays:
+                return arrays[key]
+    raise CalibrationDataError(
+        f"Cannot tell which arrays of {path.name} are the model's inputs. Expected a "
+        f"single array, an array named 'x' (one-input model) or one array per input "
+        f"name {names}. Received: arrays {sorted(arrays)}"
+    )
+
+
+@app.command()
+def convert(
+    model: Annotated[Path, typer.Argument(help="Keras model (.keras)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the .tflite")],
+    quantize: Annotated[
+        Optional[str], typer.Option(help="float16 | dynamic | int8 | int16x8 (default: float32)")
+    ] = None,
+    calibration: Annotated[
+        Optional[Path], typer.Option(help=".npz of representative inputs (int8, int16x8)")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="calibration sample budget")] = 200,
+    io_type: Annotated[
+        str, typer.Option(help="input/output dtype: float32, int8, uint8 or int16")
+    ] = "float32",
+    keep_float: Annotated[
+        Optional[list[str]], typer.Option(help="layer to keep in float (repeatable)")
+    ] = None,
+    allow_float_fallback: Annotated[bool, typer.Option(help="let ops with no int kernel stay float")] = False,
+    select_tf_ops: Annotated[bool, typer.Option(help="allow TensorFlow (Flex) ops")] = False,
+) -> None:
+    """Convert a Keras model to LiteRT, optionally quantized."""
+    from kmot.export import inspect, load_model, to_litert
+
+    try:
+        keras_model = load_model(model)
+        data = load_npz_inputs(calibration, keras_model) if calibration else None
+        with console.status(f"converting {model.name} ({quantize or 'float32'})"):
+            content = to_litert(
+                keras_model, output, quantize=None if quantize in (None, "float32") else quantize,
+                representative_data=data, num_calibration_samples=samples,
+                inference_input_type=io_type, inference_output_type=io_type,
+                keep_float=keep_float or (), allow_float_fallback=allow_float_fallback,
+                allow_select_tf_ops=select_tf_ops,
+            )
+    except KmotError as err:
+        _fail(err)
+    info = inspect(content)
+    console.print(
+        f"wrote {output}: {info.size_bytes:,} bytes ({info.gzip_bytes:,} gzip), "
+        f"{len(info.ops)} ops, float compute ops: {len(info.float_ops) if info.is_quantized else 'all'}"
+    )
+
+
+@app.command(name="inspect")
+def inspect_cmd(
+    model: Annotated[Path, typer.Argument(help=".tflite file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show a .tflite file's ops, dtypes, float fallbacks, weight sparsity and size."""
+    from kmot.export import inspect
+
+    try:
+        info = inspect(model)
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return
+    ops = Table(title=f"{model.name}: {info.size_bytes:,} bytes, {info.gzip_bytes:,} gzip")
+    for col in ("op", "count"):
+        ops.add_column(col)
+    for name, count in sorted(info.op_counts.items(), key=lambda kv: -kv[1]):
+        ops.add_row(name, str(count))
+    console.print(ops)
+    weights = Table(title="weights")
+    for col in ("tensor", "dtype", "shape", "sparsity", "unique"):
+        weights.add_column(col, overflow="fold")
+    for w in info.weights:
+        weights.add_row(w.name, w.dtype, str(tuple(w.shape)), f"{w.sparsity:.1%}", str(w.unique_values))
+    console.print(weights)
+    if info.is_quantized:
+        floats = info.float_ops
+        console.print(
+            f"float compute ops in this quantized model: {len(floats)}"
+            + ("".join(f"\n  #{op.index} {op.name}" for op in floats))
+        )
+
+
+@app.command(name="layer-error")
+def layer_error_cmd(
+    model: Annotated[Path, typer.Argument(help="Keras model (.keras)")],
+    calibration: Annotated[Path, typer.Option(help=".npz of representative inputs")],
+    quantize: Annotated[str, typer.Option(help="int8 | int16x8 | dynamic | float16")] = "int8",
+    worst: Annotated[int, typer.Option(help="how many lossiest layers to name")] = 3,
+) -> None:
+    """Per-layer error of post-training quantization (RMSE, SNR): what to keep in float."""
+    from kmot.export import load_model
+    from kmot.export.layer_error import quantization_error
+
+    try:
+        keras_model = load_model(model)
+        data = load_npz_inputs(calibration, keras_model)
+        with console.status("measuring per-layer error"):
+            report = quantization_error(keras_model, data, quantize=quantize)
+    except KmotError as err:
+        _fail(err)
+    table = Table(title=f"{quantize} vs float, {report.num_samples} samples")
+    for col in ("#", "op", "layer", "rmse", "SNR dB"):
+        table.add_column(col)
+    for r in report.layers:
+        table.add_row(str(r.op_index), r.op, r.label, f"{r.rmse:.4g}", f"{r.snr_db:.1f}")
+    console.print(table)
+    names = [r.label for r in report.worst(worst)]
+    console.print(f"largest SNR drops: {', '.join(names)} -> try --keep-float on them")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the .tflite files")] = Path("kmot-demo"),
+    epochs: Annotated[int, typer.Option(help="baseline training epochs")] = 15,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Train the digits baseline and compare float32 / float16 / dynamic / int8 LiteRT files."""
+    from kmot.demo import ptq_rows, train_digits_baseline
+
+    with console.status(f"training the digits CNN ({epochs} epochs)"):
+        model, (x_train, _, x_test, y_test) = train_digits_baseline(epochs=epochs, seed=seed)
+    with console.status("converting") as status:
+        rows = ptq_rows(
+            model, x_train, x_test, y_test, out_dir=out,
+            progress=lambda mode: status.update(f"converting and measuring: {mode}"),
+        )
+    table = Table(title=f"digits CNN, {len(y_test)} test images, LiteRT interpreter (1 thread)")
+    for col in ("mode", "accuracy", "bytes", "gzip bytes", "p50 ms", "vs float"):
+        table.add_column(col, justify="right")
+    base = rows[0]["bytes"]
+    for r in rows:
+        table.add_row(r["mode"], f"{r['accuracy']:.4f}", f"{r['bytes']:,}", f"{r['gzip_bytes']:,}",
+                      f"{r['p50_ms']:.3f}", f"{r['bytes'] / base:.0%} size")
+    console.print(table)
+    console.print(f"files in {out}/ — inspect one with: kmot inspect {out}/digits_int8.tflite")
+
+
+def main() -> None:
+    # The CLI's output is for people: keep TensorFlow's C++ logging quiet.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""`to_litert`: Keras 3 model -> LiteRT flatbuffer, with post-training quantization.
+
+TensorFlow is imported here, on first use, never at `import kmot`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from kmot.errors import CalibrationDataError, ConversionError, KmotError
+from kmot.export.calibration import (
+    DEFAULT_NUM_SAMPLES,
+    as_generator,
+    calibration_samples,
+    input_specs,
+)
+from kmot.export.naming import layer_names, layers_of_tensor
+
+__all__ = ["to_litert", "QUANTIZE_MODES", "write_atomic", "load_model", "signature_names"]
+
+#: quantize= values: None (float32), and the post-training modes.
+QUANTIZE_MODES = (None, "float16", "dynamic", "int8", "int16x8")
+_CALIBRATED = ("int8", "int16x8")
+_IO_TYPES = {
+    None: ("float32",),
+    "float16": ("float32",),
+    "dynamic": ("float32",),
+    "int8": ("float32", "int8", "uint8"),
+    "int16x8": ("float32", "int16"),
+}
+
+
+def write_atomic(path: str | os.PathLike, content: bytes) -> Path:
+    """Writes `content` to `path` through a temporary file in the same folder.
+
+    A reader never sees a half-written file: the rename is atomic.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_model(model: keras.Model | str | os.PathLike) -> keras.Model:
+    """A Keras model, or one loaded from a ``.keras`` file, with a clear error."""
+    if isinstance(model, keras.Model):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise KmotError(
+                f"No such model file. Expected a path to a .keras file. Received: {path}"
+            )
+        if path.suffix != ".keras":
+            raise KmotError(
+                "Expected a Keras 3 model saved as .keras (model.save('m.keras')). "
+                f"Received: {path.name}"
+            )
+        import kmot.core  # noqa: F401 - registers kmot's serializable classes
+
+        return keras.saving.load_model(path, compile=False)
+    raise KmotError(
+        f"Expected a keras.Model or a path to a .keras file. Received: {type(model).__name__}"
+    )
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[list[str]]:
+    """Silences the converter's C++ and Python chatter; keeps it for error messages.
+
+    Redirects the process's stdout/stderr file descriptors, since the converter
+    logs from C++, below Python's sys.stdout.
+    """
+    log: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield log
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            log.append(text + "".join(f"warning: {w.message}\n" for w in caught))
+
+
+_NOISE = ("Saved artifact", "TensorSpec(", "Endpoint '", "Captures:", "Output Type:",
+          "The following endpoints", "warnings.warn(")
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    """The converter log's last informative lines (not Keras's export listing)."""
+    kept = [ln for ln in text.splitlines() if ln.strip() and not any(n in ln for n in _NOISE)]
+    return "\n".join(kept[-lines:])
+
+
+def _check_options(quantize, inference_input_type, inference_output_type, keep_float):
+    if quantize not in QUANTIZE_MODES:
+        raise KmotError(
+            f"Expected quantize to be one of {list(QUANTIZE_MODES)}. "
+            f"Received: quantize={quantize!r}"
+        )
+    for arg, value in (("inference_input_type", inference_input_type),
+                       ("inference_output_type", inference_output_type)):
+        if value not in _IO_TYPES[quantize]:
+            raise KmotError(
+                f"With quantize={quantize!r}, {arg} must be one of "
+                f"{list(_IO_TYPES[quantize])}. Received: {arg}={value!r}"
+            )
+    if keep_float and quantize not in _CALIBRATED:
+        raise KmotError(
+            "keep_float= (selective quantization) applies to quantize='int8' or "
+            f"'int16x8'. Received: quantize={quantize!r}, keep_float={list(keep_float)}"
+        )
+
+
+def _tf_dtype(tf, name: str):
+    return {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16}[name]
+
+
+def _denylisted_nodes(calibrated: bytes, model: keras.Model, keep_float: Sequence[str]) -> list[str]:
+    """Output-tensor names of the ops that implement the `keep_float` layers."""
+    from kmot.export.inspect import inspect
+
+    names = layer_names(model)
+    unknown = [n for n in keep_float if n not in names]
+    if unknown:
+        raise KmotError(
+            f"keep_float names layers the model does not have. Expected names from "
+            f"{sorted(names)}. Received: {unknown}"
+        )
+    nodes, matched = [], set()
+    for op in inspect(calibrated).ops:
+        for t in op.outputs:
+            hit = set(layers_of_tensor(t.name, names, model.name)) & set(keep_float)
+            if hit:
+                nodes.append(t.name)
+                matched |= hit
+    missing = [n for n in keep_float if n not in matched]
+    if missing:
+        raise KmotError(
+            f"No LiteRT op was found for layer(s) {missing} (a layer without compute, "
+            "e.g. Dropout or Flatten, leaves no op to keep in float). Expected layers "
+            f"that compute (Conv2D, Dense, ...). Received: keep_float={list(keep_float)}"
+        )
+    return nodes
+
+
+def _verify(content: bytes, sample: list[np.ndarray] | None) -> None:
+    from kmot.export.runtime import LiteRTModel
+
+    runner = LiteRTModel(content)
+    if sample is None:
+        sample = [
+            np.zeros([max(int(s), 1) for s in d["shape"]], dtype=np.float32)
+            for d in runner.input_details
+        ]
+    try:
+        runner.predict(sample)
+    except (ValueError, RuntimeError) as err:
+        raise ConversionError(
+            "The converted model failed its first run in the LiteRT interpreter. "
+            f"Expected it to run on a sample input. Received: {err}"
+        ) from err
+
+
+def to_litert(
+    model: keras.Model | str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    *,
+    quantize: str | None = None,
+    representative_data: Any = None,
+    num_calibration_samples: int = DEFAULT_NUM_SAMPLES,
+    inference_input_type: str = "float32",
+    inference_output_type: str = "float32",
+    keep_float: Iterable[str] = (),
+    allow_float_fallback: bool = False,
+    allow_select_tf_ops: bool = False,
+    verify: bool = True,
+) -> bytes:
+    """Converts a Keras 3 model to a LiteRT flatbuffer, optionally quantized.
+
+    Args:
+        model: a Keras model or a path to a ``.keras`` file.
+        path: where to write the ``.tflite`` (atomically); None writes nothing.
+        quantize: None (float32), ``"float16"`` (float16 weights),
+            ``"dynamic"`` (int8 weights, float activations), ``"int8"`` (full
+            integer: int8 weights and activations) or ``"int16x8"`` (int16
+            activations, int8 weights).
+        representative_data: samples of real inputs, needed by ``"int8"`` and
+            ``"int16x8"`` to measure activation ranges: a NumPy array, a tuple of
+            arrays (multi-input), a dict keyed by input name, a ``tf.data.Dataset``
+            or a callable returning an iterable of samples.
+        num_calibration_samples: how many samples calibration uses at most.
+        inference_input_type / inference_output_type: the file's I/O dtype:
+            ``"float32"`` (default), ``"int8"``/``"uint8"`` with ``"int8"``,
+            ``"int16"`` with ``"int16x8"``.
+        keep_float: names of layers to leave in float32 inside an int8 / int16x8
+            model (selective quantization; see `quantization_error` to find them).
+        allow_float_fallback: with int8/int16x8, let ops that have no integer
+            kernel stay float instead of failing the conversion.
+        allow_select_tf_ops: allow TensorFlow ops the LiteRT builtins lack (the
+            file then needs the Flex delegate at run time).
+        verify: load the result in the LiteRT interpreter and run it once.
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        CalibrationDataError: representative data missing, or not fitting the model.
+        ConversionError: the converter or the interpreter rejected the model.
+        KmotError: an invalid option.
+
+    Example:
+        >>> content = to_litert(model, "model.tflite", quantize="int8",
+        ...                     representative_data=x_train[:200])  # doctest: +SKIP
+    """
+    keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
+    _check_options(quantize, inference_input_type, inference_output_type, keep_float)
+    model = load_model(model)
+    samples = None
+    if quantize in _CALIBRATED:
+        samples = calibration_samples(
+            representative_data, input_specs(model), num_samples=num_calibration_samples
+        )
+    elif representative_data is not None:
+        # Not needed for calibration, but a good first-run input; checked all the same.
+        samples = calibration_samples(representative_data, input_specs(model), num_samples=1)
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="kmot-export-") as saved_model_dir:
+        with _captured_output() as log:
+            try:
+                _write_saved_model(tf, model, saved_model_dir)
+            except Exception as err:  # noqa: BLE001 - tracing raises many types
+                failure = err
+            else:
+                failure = None
+        if failure is not None:
+            raise ConversionError(
+                f"Model '{model.name}' could not be traced for export (inference "
+                "call, training=False). Expected every layer to run in a "
+                "tf.function on the TensorFlow backend. "
+                f"Received: {type(failure).__name__}: {str(failure)[:2000]}\n{_tail(log[0])}"
+            ) from failure
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=["serve"]
+        )
+        return _convert(
+            tf, converter, model, path, quantize=quantize, samples=samples,
+            inference_input_type=inference_input_type,
+            inference_output_type=inference_output_type, keep_float=keep_float,
+            allow_float_fallback=allow_float_fallback,
+            allow_select_tf_ops=allow_select_tf_ops, verify=verify,
+        )
+
+
+def signature_names(model: keras.Model) -> list[str]:
+    """The LiteRT signature names of the model's inputs, in Keras input order.
+
+    Input names come from the Keras Input layers. The converter orders a file's
+    inputs by name; where the names do not sort in the Keras order, an index
+    prefix (``i0_``, ``i1_``, ...) keeps the file's order equal to the model's.
+    """
+    names = []
+    for i, t in enumerate(model.inputs):
+        history = getattr(t, "_keras_history", None)
+        name = history.operation.name if history else f"input_{i}"
+        names.append(re.sub(r"[^A-Za-z0-9_]", "_", name))
+    if names != sorted(names) or len(set(names)) != len(names):
+        width = len(str(len(names) - 1))
+        names = [f"i{i:0{width}d}_{n}" for i, n in enumerate(names)]
+    return names
+
+
+def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
+    """Exports the inference call (training=False) as a SavedModel 'serve' signature."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    specs = [
+        tf.TensorSpec(t.shape, t.dtype, name=name)
+        for t, name in zip(model.inputs, signature_names(model))
+    ]
+    signature = [specs] if len(specs) > 1 else specs
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+    archive.write_out(directory, verbose=False)
+
+
+def _convert(tf, converter, model, path, *, quantize, samples, inference_input_type,
+             inference_output_type, keep_float, allow_float_fallback,
+             allow_select_tf_ops, verify) -> bytes:
+    ops = {tf.lite.OpsSet.TFLITE_BUILTINS}
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize in _CALIBRATED:
+        converter.representative_dataset = as_generator(samples, signature_names(model))
+        if quantize == "int8":
+            strict = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        else:
+            strict = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ops = {strict, tf.lite.OpsSet.TFLITE_BUILTINS} if allow_float_fallback or keep_float else {strict}
+        converter.inference_input_type = _tf_dtype(tf, inference_input_type)
+        converter.inference_output_type = _tf_dtype(tf, inference_output_type)
+        if keep_float:
+            converter._experimental_calibrate_only = True  # quantized below, selectively
+    if allow_select_tf_ops:
+        ops.add(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+
+    with _captured_output() as log:
+        try:
+            content = converter.convert()
+            if keep_float:
+                content = _quantize_selectively(
+                    tf, content, model, keep_float, quantize,
+                    inference_input_type, inference_output_type,
+                )
+        except KmotError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the converter raises many types
+            failure = err
+        else:
+            failure = None
+    if failure is not None:
+        hint = ""
+        if quantize in _CALIBRATED and not allow_float_fallback:
+            hint = (" If some op has no integer kernel, pass allow_float_fallback=True "
+                    "or keep_float=[layer names].")
+        if "NEEDS_FLEX_OPS" in str(failure) and not allow_select_tf_ops:
+            hint += (" Ops missing from the LiteRT builtins can run as TensorFlow ops "
+                     "with allow_select_tf_ops=True (needs the Flex delegate).")
+        raise ConversionError(
+            f"The LiteRT converter rejected the model (quantize={quantize!r}).{hint} "
+            f"Received: {type(failure).__name__}: {str(failure)[:2000]}\n"
+            f"Converter log (last lines):\n{_tail(log[0])}"
+        ) from failure
+
+    if quantize in _CALIBRATED and not (allow_float_fallback or keep_float):
+        _check_fully_quantized(content, quantize)
+    if verify:
+        _verify(content, samples[0] if samples else None)
+    if path is not None:
+        write_atomic(path, content)
+    return content
+
+
+def _check_fully_quantized(content: bytes, quantize: str) -> None:
+    """The converter may leave ops it cannot quantize in float without a word."""
+    from kmot.export.inspect import inspect
+
+    floats = inspect(content).float_ops_between_io()
+    if floats:
+        listed = ", ".join(f"#{op.index} {op.name}" for op in floats[:10])
+        raise ConversionError(
+            f"quantize={quantize!r} asks for a fully integer model, but the converter "
+            f"left {len(floats)} op(s) in float: {listed}. Expected no float compute "
+            "op between the input and the output. Pass allow_float_fallback=True to "
+            "accept them, or replace those operations in the model. "
+            f"Received: {len(floats)} float op(s)"
+        )
+
+
+def _quantize_selectively(tf, calibrated, model, keep_float, quantize, in_type, out_type):
+    from tensorflow.lite.python import convert as tf_convert
+    from tensorflow.python.framework import dtypes
+
+    nodes = _denylisted_nodes(calibrated, model, keep_float)
+    kwargs = {}
+    if quantize == "int16x8":
+        from tensorflow.lite.python.convert import _types_pb2
+
+        kwargs["inference_type"] = _types_pb2.QUANTIZED_INT16
+    return tf_convert.mlir_quantize(
+        calibrated,
+        fully_quantize=in_type != "float32" or out_type != "float32",
+        input_data_type=dtypes.as_dtype(in_type),
+        output_data_type=dtypes.as_dtype(out_type),
+        denylisted_nodes=nodes,
+        **kwargs,
+    )

@@ -1,0 +1,193 @@
+"""Running LiteRT models: one small class over `ai_edge_litert`'s interpreter.
+
+It hides what every caller would otherwise repeat: resizing for a batch,
+quantizing inputs and dequantizing outputs of integer-I/O models, and timing
+`invoke` alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kmot.errors import ConversionError
+
+__all__ = ["LiteRTModel"]
+
+
+def _natural(details: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Signature entries in natural name order: output_2 before output_10."""
+    return sorted(details.items(), key=lambda kv: [
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", kv[0])
+    ])
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype, copy=False)
+    scale, zero_point = detail["quantization"]
+    if dtype.kind in "iu" and scale:
+        info = np.iinfo(dtype)
+        q = np.round(np.asarray(x, np.float64) / scale + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+    return x.astype(dtype, copy=False)
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind in "iu" and scale:
+        return (y.astype(np.float32) - zero_point) * np.float32(scale)
+    return y
+
+
+class LiteRTModel:
+    """A LiteRT model loaded in the interpreter, ready to predict and be timed.
+
+    Args:
+        model: a ``.tflite`` path or the flatbuffer bytes.
+        num_threads: interpreter threads (None: the runtime's default).
+
+    Example:
+        >>> runner = LiteRTModel("model.tflite")  # doctest: +SKIP
+        >>> probs = runner.predict(x_test)        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        *,
+        num_threads: int | None = None,
+        preserve_all_tensors: bool = False,
+    ):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+        self.content = bytes(content)
+        kwargs: dict[str, Any] = {}
+        if preserve_all_tensors:  # for debugging numerics: no delegate may fuse tensors away
+            kwargs = {
+                "experimental_preserve_all_tensors": True,
+                "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            }
+        try:
+            self.interpreter = Interpreter(
+                model_content=self.content, num_threads=num_threads, **kwargs
+            )
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise ConversionError(
+                "The LiteRT interpreter could not load the model. Expected a valid "
+                f".tflite flatbuffer with ops this runtime supports. Received: {err}"
+            ) from err
+        self._batch: int | None = None
+        self._read_details()
+
+    def _read_details(self) -> None:
+        """Input/output details in signature order (the model's own order).
+
+        A file's tensor order may differ from the order of its signature, which
+        `to_litert` makes equal to the Keras model's input order.
+        """
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        signatures = self.interpreter.get_signature_list()
+        if len(signatures) == 1:
+            key = next(iter(signatures))
+            runner = self.interpreter.get_signature_runner(key)
+            in_order = [d["index"] for _, d in _natural(runner.get_input_details())]
+            out_order = [d["index"] for _, d in _natural(runner.get_output_details())]
+            if sorted(in_order) == sorted(d["index"] for d in inputs):
+                inputs = sorted(inputs, key=lambda d: in_order.index(d["index"]))
+            if sorted(out_order) == sorted(d["index"] for d in outputs):
+                outputs = sorted(outputs, key=lambda d: out_order.index(d["index"]))
+        self.input_details = inputs
+        self.output_details = outputs
+
+    def _resize(self, batch: int) -> None:
+        if batch == self._batch:
+            return
+        for d in self.input_details:
+            shape = list(d["shape_signature"]) if len(d["shape_signature"]) else list(d["shape"])
+            shape[0] = batch
+            shape = [d["shape"][i] if s < 0 else s for i, s in enumerate(shape)]
+            self.interpreter.resize_tensor_input(d["index"], shape, strict=False)
+        self.interpreter.allocate_tensors()
+        self._read_details()
+        self._batch = batch
+
+    def run_keeping_tensors(self, inputs: Any) -> dict[int, np.ndarray]:
+        """Runs once on a whole batch; returns every tensor's (dequantized) value.
+
+        Needs ``preserve_all_tensors=True``. Keys are tensor indices.
+        """
+        arrays = self._as_list(inputs)
+        self._resize(arrays[0].shape[0])
+        self._set_inputs(arrays)
+        self.interpreter.invoke()
+        values = {}
+        for d in self.interpreter.get_tensor_details():
+            try:
+                values[d["index"]] = _dequantize(self.interpreter.get_tensor(d["index"]), d)
+            except ValueError:  # tensors with no data (e.g. optional inputs)
+                continue
+        return values
+
+    def _set_inputs(self, inputs: Sequence[np.ndarray]) -> None:
+        for d, x in zip(self.input_details, inputs):
+            self.interpreter.set_tensor(d["index"], _quantize(np.asarray(x), d))
+
+    def _as_list(self, inputs: Any) -> list[np.ndarray]:
+        arrays = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+        if len(arrays) != len(self.input_details):
+            raise ConversionError(
+                f"The model has {len(self.input_details)} input(s). Expected one "
+                f"array per input. Received: {len(arrays)} array(s)"
+            )
+        return [np.asarray(a) for a in arrays]
+
+    def predict(self, inputs: Any, *, batch_size: int = 1) -> np.ndarray | list[np.ndarray]:
+        """Runs the model on `inputs` (an array, or a list of arrays per input).
+
+        Integer inputs and outputs are (de)quantized with the file's parameters,
+        so callers always pass and receive float values.
+
+        Returns:
+            One float array (single output) or a list of arrays (one per output).
+        """
+        arrays = self._as_list(inputs)
+        n = arrays[0].shape[0]
+        chunks: list[list[np.ndarray]] = [[] for _ in self.output_details]
+        for start in range(0, n, batch_size):
+            part = [a[start : start + batch_size] for a in arrays]
+            self._resize(part[0].shape[0])
+            self._set_inputs(part)
+            self.interpreter.invoke()
+            for i, d in enumerate(self.output_details):
+                chunks[i].append(_dequantize(self.interpreter.get_tensor(d["index"]), d))
+        outs = [np.concatenate(c, axis=0) for c in chunks]
+        return outs[0] if len(outs) == 1 else outs
+
+    def time_invoke(self, inputs: Any, *, runs: int = 100, warmup: int = 10) -> np.ndarray:
+        """Latencies of `invoke` alone, in milliseconds, after `warmup` runs.
+
+        Inputs are set once; only the invocation is timed.
+        """
+        arrays = self._as_list(inputs)
+        self._resize(arrays[0].shape[0])
+        self._set_inputs(arrays)
+        for _ in range(warmup):
+            self.interpreter.invoke()
+        times = np.empty(runs)
+        for i in range(runs):
+            start = time.perf_counter()
+            self.interpreter.invoke()
+            times[i] = time.perf_counter() - start
+        return times * 1e3

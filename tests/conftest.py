@@ -1,0 +1,81 @@
+"""Shared fixtures: real data (sklearn digits) and small real Keras models."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from kmot.core import WeightTransform
+
+
+@keras.saving.register_keras_serializable(package="kmot_tests")
+class Scale(WeightTransform):
+    """A real transform for tests: multiplies a weight by a stored factor."""
+
+    def __init__(self, factor=0.5):
+        self.factor = factor
+
+    def build(self, weight, add_weight):
+        self.scale = add_weight(
+            "scale", (), initializer=keras.initializers.Constant(self.factor)
+        )
+
+    def __call__(self, value, *, training):
+        return ops.multiply(value, self.scale)
+
+    def get_config(self):
+        return {"factor": self.factor}
+
+
+@pytest.fixture(scope="session")
+def scale_transform():
+    return Scale
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    from kmot.data import digits
+
+    return digits()
+
+
+def conv_bn_dense(name="conv_bn_dense"):
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(32, activation="relu", name="hidden"),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name=name,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_conv_bn_dense(digits_data):
+    """Conv2D + BatchNorm + Dense trained 4 epochs on digits (~0.95 accuracy)."""
+    keras.utils.set_random_seed(1)
+    x_train, y_train, _, _ = digits_data
+    model = conv_bn_dense()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
+    return model
+
+
+def max_abs_diff(a, b):
+    a = a if isinstance(a, (list, tuple)) else [a]
+    b = b if isinstance(b, (list, tuple)) else [b]
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="session")
+def diff():
+    return max_abs_diff

@@ -1,0 +1,45 @@
+"""The public surface is pinned: a change here is a change of the contract."""
+
+import subprocess
+import sys
+
+import kmot
+
+PUBLIC = {
+    "core": ["AddWeight", "LayerSelector", "OptimizedLayer", "WeightTransform", "clone_layer",
+             "clone_model", "find_wrappers", "is_graph_model", "make_predicate", "strip",
+             "walk_layers", "weight_key", "weight_keys"],
+    "export": ["DEFAULT_NUM_SAMPLES", "InputSpec", "LiteRTModel", "ModelInspection",
+               "QUANTIZE_MODES", "calibration_samples", "input_specs", "inspect", "load_model",
+               "quantization_error", "to_litert", "write_atomic"],
+    "data": ["digits", "digits_cnn"],
+}
+
+
+def test_public_names_are_pinned():
+    for package, names in PUBLIC.items():
+        module = getattr(kmot, package)
+        assert sorted(module.__all__) == sorted(names), package
+        for name in names:
+            assert hasattr(module, name), f"kmot.{package}.{name}"
+
+
+def test_errors_share_one_base():
+    from kmot import errors
+
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), kmot.KmotError)
+
+
+def test_import_kmot_stays_lean():
+    code = ("import sys, kmot; heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert') "
+            "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_export_does_not_load_the_litert_runtime_until_used():
+    # (Keras on the TensorFlow backend imports TensorFlow itself.)
+    code = "import sys, kmot.export; print('ai_edge_litert' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split()[-1:] == ["False"], result.stdout + result.stderr
