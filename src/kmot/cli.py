@@ -111,17 +111,20 @@ def inspect_cmd(
     if as_json:
         print(json.dumps(info.to_dict(), indent=2))
         return
-    ops = Table(title=f"{model.name}: {info.size_bytes:,} bytes, {info.gzip_bytes:,} gzip")
+    console.print(f"[bold]{model.name}[/]: {info.size_bytes:,} bytes, {info.gzip_bytes:,} gzip -9 bytes")
+    ops = Table(title="ops")
     for col in ("op", "count"):
         ops.add_column(col)
     for name, count in sorted(info.op_counts.items(), key=lambda kv: -kv[1]):
         ops.add_row(name, str(count))
     console.print(ops)
     weights = Table(title="weights")
-    for col in ("tensor", "dtype", "shape", "sparsity", "unique"):
+    for col in ("tensor", "op", "dtype", "shape", "sparsity", "unique"):
         weights.add_column(col, overflow="fold")
     for w in info.weights:
-        weights.add_row(w.name, w.dtype, str(tuple(w.shape)), f"{w.sparsity:.1%}", str(w.unique_values))
+        if not w.is_bias:
+            weights.add_row(w.name.split(";")[0], w.op, w.dtype, str(tuple(w.shape)),
+                            f"{w.sparsity:.1%}", str(w.unique_values))
     console.print(weights)
     if info.is_quantized:
         floats = info.float_ops
@@ -183,12 +186,23 @@ def demo(
         table.add_row(r["mode"], f"{r['accuracy']:.4f}", f"{r['bytes']:,}", f"{r['gzip_bytes']:,}",
                       f"{r['p50_ms']:.3f}", f"{r['bytes'] / base:.0%} size")
     console.print(table)
-    console.print(f"files in {out}/ — inspect one with: kmot inspect {out}/digits_int8.tflite")
+    console.print(f"files in {out}/ — inspect one with: kmot inspect {out}/digits_int8.tflite",
+                  soft_wrap=True)
+
+
+def _import_quietly() -> None:
+    """Imports Keras (and so TensorFlow) with its start-up log lines hidden."""
+    from kmot._quiet import captured_output
+
+    with captured_output():
+        import ai_edge_litert.interpreter  # noqa: F401
+        import keras  # noqa: F401
 
 
 def main() -> None:
     # The CLI's output is for people: keep TensorFlow's C++ logging quiet.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _import_quietly()
     app()
 
 

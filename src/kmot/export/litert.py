@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kmot._quiet import captured_output as _captured_output
 from kmot.errors import CalibrationDataError, ConversionError, KmotError
 from kmot.export.calibration import (
     DEFAULT_NUM_SAMPLES,
@@ -83,37 +84,6 @@ def load_model(model: keras.Model | str | os.PathLike) -> keras.Model:
     raise KmotError(
         f"Expected a keras.Model or a path to a .keras file. Received: {type(model).__name__}"
     )
-
-
-@contextlib.contextmanager
-def _captured_output() -> Iterator[list[str]]:
-    """Silences the converter's C++ and Python chatter; keeps it for error messages.
-
-    Redirects the process's stdout/stderr file descriptors, since the converter
-    logs from C++, below Python's sys.stdout.
-    """
-    log: list[str] = []
-    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            yield log
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            text = sink.read().decode("utf-8", "replace")
-            log.append(text + "".join(f"warning: {w.message}\n" for w in caught))
 
 
 _NOISE = ("Saved artifact", "TensorSpec(", "Endpoint '", "Captures:", "Output Type:",

@@ -1,0 +1,80 @@
+"""The `kmot` command line, run in-process on real models and files."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kmot.cli import app
+from kmot.export import inspect
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, trained_conv_bn_dense, digits_data):
+    folder = tmp_path_factory.mktemp("cli")
+    model_path = folder / "model.keras"
+    trained_conv_bn_dense.save(model_path)
+    np.savez(folder / "calib.npz", x=digits_data[0][:100])
+    np.savez(folder / "bad.npz", a=np.zeros((3, 5)), b=np.zeros((3, 5)))
+    return folder
+
+
+def test_convert_int8_then_inspect(files):
+    out = files / "model_int8.tflite"
+    result = runner.invoke(app, ["convert", str(files / "model.keras"), "-o", str(out),
+                                 "--quantize", "int8", "--calibration", str(files / "calib.npz")])
+    assert result.exit_code == 0, result.output
+    assert "float compute ops: 0" in result.output
+    assert inspect(out).is_quantized
+    shown = runner.invoke(app, ["inspect", str(out), "--json"])
+    assert shown.exit_code == 0
+    data = json.loads(shown.output)
+    assert data["size_bytes"] == out.stat().st_size
+
+
+def test_inspect_table(files):
+    out = files / "model_float.tflite"
+    assert runner.invoke(app, ["convert", str(files / "model.keras"), "-o", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["inspect", str(out)])
+    assert result.exit_code == 0
+    assert "CONV_2D" in result.output and "FULLY_CONNECTED" in result.output
+
+
+def test_convert_without_calibration_fails_clearly(files):
+    result = runner.invoke(app, ["convert", str(files / "model.keras"), "-o", str(files / "x.tflite"),
+                                 "--quantize", "int8"])
+    assert result.exit_code == 2
+    assert "needs representative data" in result.output
+    assert not (files / "x.tflite").exists()
+
+
+def test_ambiguous_npz_is_reported(files):
+    result = runner.invoke(app, ["convert", str(files / "model.keras"), "-o", str(files / "y.tflite"),
+                                 "--quantize", "int8", "--calibration", str(files / "bad.npz")])
+    assert result.exit_code == 2
+    assert "Cannot tell which arrays of bad.npz" in result.output
+
+
+def test_inspect_rejects_non_tflite(files):
+    result = runner.invoke(app, ["inspect", str(files / "calib.npz")])
+    assert result.exit_code == 2
+    assert "error:" in result.output
+
+
+def test_layer_error_names_layers(files):
+    result = runner.invoke(app, ["layer-error", str(files / "model.keras"),
+                                 "--calibration", str(files / "calib.npz")])
+    assert result.exit_code == 0, result.output
+    assert "largest SNR drops:" in result.output and "hidden" in result.output
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    for mode in ("float32", "float16", "dynamic", "int8"):
+        assert mode in result.output
+        assert (tmp_path / f"digits_{mode}.tflite").is_file()
