@@ -58,6 +58,11 @@ def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         new = keras.saving.deserialize_keras_object(
             keras.saving.serialize_keras_object(layer)
         )
+    except Exception:  # noqa: BLE001 - e.g. an unregistered custom class
+        new = None
+    try:
+        if new is None:  # what keras.models.clone_model does by default
+            new = type(layer).from_config(layer.get_config())
     except Exception as err:  # noqa: BLE001 - any failure means "not clonable"
         raise UnsupportedModelError(
             f"Layer '{layer.name}' ({type(layer).__name__}) cannot be cloned from "

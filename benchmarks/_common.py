@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmark scripts: the digits protocol and timing.
+
+The protocol is ../shared/BENCHMARKS.md, task D: a baseline trained 15 epochs,
+then 5 fine-tuning epochs per technique at batch 64 with Adam(1e-3).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+BATCH = 64
+FINETUNE_EPOCHS = 5
+
+
+def compile_for_digits(model):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def finetune_steps(n_train: int, epochs: int = FINETUNE_EPOCHS) -> int:
+    return epochs * int(np.ceil(n_train / BATCH))
+
+
+def litert_metrics(content: bytes, x_test, y_test, dense_gzip: int | None = None) -> dict:
+    """Accuracy in the LiteRT interpreter, bytes, gzip bytes (and ratio to dense)."""
+    from kmot.export import LiteRTModel, inspect
+
+    info = inspect(content)
+    acc = float(np.mean(LiteRTModel(content).predict(x_test, batch_size=64).argmax(-1) == y_test))
+    out = {"accuracy": round(acc, 4), "bytes": info.size_bytes, "gzip_bytes": info.gzip_bytes}
+    if dense_gzip:
+        out["gzip_ratio_vs_dense_float"] = round(info.gzip_bytes / dense_gzip, 4)
+    return out
+
+
+def conv_net_32():
+    """The 32x32x3 CNN of the training-overhead protocol: 3 conv + 2 dense."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+
+
+def epoch_time_ratio(make_plain, make_wrapped, *, samples: int = 2048, rounds: int = 3) -> dict:
+    """Median epoch time of a wrapped model over a plain one, measured alternately.
+
+    Each model first runs one epoch (tracing, warm-up); then epochs alternate
+    plain / wrapped `rounds` times so machine noise hits both alike.
+    """
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(samples, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=samples)
+    models = {"plain": make_plain(), "wrapped": make_wrapped()}
+    for m in models.values():
+        m.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        m.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    times = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            start = time.perf_counter()
+            m.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+            times[name].append(time.perf_counter() - start)
+    plain, wrapped = float(np.median(times["plain"])), float(np.median(times["wrapped"]))
+    return {"plain_epoch_s": round(plain, 3), "wrapped_epoch_s": round(wrapped, 3),
+            "ratio": round(wrapped / plain, 3)}

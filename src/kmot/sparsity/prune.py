@@ -1,0 +1,325 @@
+"""`prune_low_magnitude` / `strip_pruning`: magnitude pruning for Keras 3 models."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import keras
+
+from kmot.core import OptimizedLayer, clone_model, strip
+from kmot.core.selection import LayerSelector, make_predicate, walk_layers
+from kmot.core.wrapper import weight_key
+from kmot.errors import LayerSelectionError, TransformError
+from kmot.sparsity.schedule import PruningSchedule
+from kmot.sparsity.transform import PruneTransform
+
+__all__ = ["prune_low_magnitude", "strip_pruning", "prunable_weights", "PRUNABLE_WEIGHTS"]
+
+#: Prunable weights of built-in layers, by class (subclasses included): biases and
+#: normalization parameters are never pruned.
+PRUNABLE_WEIGHTS: dict[type, tuple[str, ...]] = {
+    keras.layers.Dense: ("kernel",),
+    keras.layers.EinsumDense: ("kernel",),
+    keras.layers.Conv1D: ("kernel",),
+    keras.layers.Conv2D: ("kernel",),
+    keras.layers.Conv3D: ("kernel",),
+    keras.layers.Conv1DTranspose: ("kernel",),
+    keras.layers.Conv2DTranspose: ("kernel",),
+    keras.layers.Conv3DTranspose: ("kernel",),
+    keras.layers.DepthwiseConv1D: ("kernel",),
+    keras.layers.DepthwiseConv2D: ("kernel",),
+    keras.layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
+    keras.layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
+    keras.layers.Embedding: ("embeddings",),
+}
+
+# N:M groups run along the input-channel axis; these kernels keep it at -2.
+_N_OF_M_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def prunable_weights(layer: keras.layers.Layer) -> list[keras.Variable]:
+    """The weights kmot prunes in `layer` (empty: the layer passes through).
+
+    Custom layers opt in with a ``get_prunable_weights()`` method returning
+    variables (tfmot's `PrunableLayer` protocol); built-in layers use
+    `PRUNABLE_WEIGHTS`.
+    """
+    if isinstance(layer, OptimizedLayer):
+        return prunable_weights(layer.layer)
+    custom = getattr(layer, "get_prunable_weights", None)
+    if callable(custom):
+        return list(custom())
+    for cls in type(layer).__mro__:
+        names = PRUNABLE_WEIGHTS.get(cls)
+        if names is not None:
+            return [getattr(layer, name) for name in names]
+    return []
+
+
+def _check_schedule(schedule: Any) -> PruningSchedule:
+    if not isinstance(schedule, PruningSchedule):
+        raise TransformError(
+            "`pruning_schedule` must be a kmot.sparsity schedule, e.g. "
+            "PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.8, begin_step=0, "
+            f"end_step=1000). Received: pruning_schedule={schedule!r}"
+        )
+    return schedule
+
+
+def _check_pattern(block_size, pooling, m_by_n):
+    if (not isinstance(block_size, (tuple, list)) or len(block_size) != 2
+            or not all(isinstance(b, int) and b >= 1 for b in block_size)):
+        raise TransformError(
+            f"`block_size` must be two ints >= 1, e.g. (1, 1) or (4, 4). "
+            f"Received: block_size={block_size!r}"
+        )
+    if pooling not in ("AVG", "MAX"):
+        raise TransformError(
+            f"`block_pooling_type` must be 'AVG' or 'MAX'. Received: block_pooling_type={pooling!r}"
+        )
+    if m_by_n is not None:
+        ok = (isinstance(m_by_n, (tuple, list)) and len(m_by_n) == 2
+              and all(isinstance(v, int) for v in m_by_n) and 0 < m_by_n[0] < m_by_n[1])
+        if not ok:
+            raise TransformError(
+                "`sparsity_m_by_n` must be (n, m) ints with 0 < n < m, e.g. (2, 4): keep 2 "
+                f"of every 4 weights. Received: sparsity_m_by_n={m_by_n!r}"
+            )
+        if tuple(block_size) != (1, 1):
+            raise TransformError(
+                "`sparsity_m_by_n` and `block_size` are two different patterns; choose one. "
+                f"Received: block_size={tuple(block_size)}, sparsity_m_by_n={tuple(m_by_n)}"
+            )
+
+
+def _n_of_m_problem(layer, variable, m) -> str | None:
+    if not isinstance(layer, _N_OF_M_LAYERS):
+        return f"{type(layer).__name__} (N:M supports Dense and Conv1D/2D/3D kernels)"
+    channels = int(variable.shape[-2])
+    if channels % m:
+        return f"{channels} input channels, not a multiple of {m}"
+    return None
+
+
+def _prunable_keys(layer: keras.layers.Layer) -> tuple[list[str], list]:
+    """Keys (and variables, once built) of the weights to prune in `layer`."""
+    if layer.built:
+        variables = prunable_weights(layer)
+        return [weight_key(layer, v) for v in variables], variables
+    for cls in type(layer).__mro__:
+        if cls in PRUNABLE_WEIGHTS and not callable(getattr(layer, "get_prunable_weights", None)):
+            return list(PRUNABLE_WEIGHTS[cls]), []
+    if callable(getattr(layer, "get_prunable_weights", None)):
+        raise TransformError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) is not built, so its "
+            "get_prunable_weights() has nothing to return yet. Build it first "
+            "(layer.build(input_shape) or call it on data). Received: an unbuilt layer"
+        )
+    return [], []
+
+
+def _wrap(layer, schedule, block_size, pooling, m_by_n, explicit, skipped):
+    """Wraps one layer copy with prune transforms; returns None to leave it alone."""
+    inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
+    keys, variables = _prunable_keys(inner)
+    if not keys:
+        if explicit:
+            raise LayerSelectionError(
+                f"Layer '{inner.name}' ({type(inner).__name__}) has no prunable weights. "
+                "Select other layers with `layers=` or implement `get_prunable_weights()`. "
+                f"Received: layers selecting '{inner.name}'"
+            )
+        return None
+    if m_by_n:
+        if not inner.built:
+            raise TransformError(
+                f"Layer '{inner.name}' is not built, so its input channels are unknown to "
+                f"check {m_by_n[0]}:{m_by_n[1]} sparsity. Build it first "
+                "(layer.build(input_shape)). Received: an unbuilt layer"
+            )
+        problems = [_n_of_m_problem(inner, v, m_by_n[1]) for v in variables]
+        if any(problems):
+            reason = next(p for p in problems if p)
+            if explicit:
+                raise TransformError(
+                    f"Layer '{inner.name}' cannot take {m_by_n[0]}:{m_by_n[1]} sparsity: "
+                    f"{reason}. Leave it out with `layers=`. Received: sparsity_m_by_n={m_by_n}"
+                )
+            skipped.append(f"{inner.name} ({reason})")
+            return None
+    wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
+    for key in keys:
+        wrapper.add_transform(key, PruneTransform(
+            schedule, block_size=block_size, block_pooling_type=pooling,
+            sparsity_m_by_n=m_by_n,
+        ))
+    return wrapper
+
+
+def prune_low_magnitude(
+    to_prune: keras.Model | keras.layers.Layer,
+    *,
+    pruning_schedule: PruningSchedule,
+    block_size: tuple[int, int] = (1, 1),
+    block_pooling_type: str = "AVG",
+    sparsity_m_by_n: tuple[int, int] | None = None,
+    layers: LayerSelector = None,
+    sparsity_allocation: str = "uniform",
+) -> keras.Model | OptimizedLayer:
+    """Wraps a model's (or one layer's) prunable weights for magnitude pruning.
+
+    Args:
+        to_prune: a Sequential/Functional model (a pruned copy is returned; the
+            input is untouched) or a single layer (returned wrapped, for use
+            inside your own model).
+        pruning_schedule: when masks update and to what sparsity
+            (`PolynomialDecay`, `ConstantSparsity`).
+        block_size: prune (rows, cols) blocks instead of single weights.
+        block_pooling_type: ``"AVG"`` or ``"MAX"``: how a block is scored.
+        sparsity_m_by_n: ``(n, m)`` structured sparsity: keep n of every m weights
+            along the input channels (2:4 runs fast on sparse kernels). Layers
+            that cannot take it are skipped with a warning unless named in `layers`.
+        layers: which layers to prune (name, regex, class, predicate or list);
+            None prunes every layer with prunable weights.
+        sparsity_allocation: ``"uniform"`` (tfmot's behaviour): every weight
+            reaches the schedule's sparsity. ``"global"``: the same overall
+            sparsity, spread across weights by one magnitude ranking of all of
+            them at wrap time (no weight above 98%), so small, crowded layers
+            (a first conv, a classifier) keep more weights than large, redundant
+            ones. Usually more accurate at the same size; not for N:M.
+
+    Returns:
+        The model with `OptimizedLayer` wrappers (train it, then `strip_pruning`).
+
+    Raises:
+        LayerSelectionError: `layers` names a layer with nothing to prune.
+        TransformError: an invalid schedule or pattern.
+        ScheduleError: invalid schedule values (raised by the schedule).
+
+    Example:
+        >>> schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
+        >>> pruned = prune_low_magnitude(model, pruning_schedule=schedule)  # doctest: +SKIP
+        >>> pruned.fit(x, y, epochs=5)        # the pruning step advances itself
+        >>> final = strip_pruning(pruned)     # plain layers, exact zeros
+    """
+    schedule = _check_schedule(pruning_schedule)
+    _check_pattern(block_size, block_pooling_type, sparsity_m_by_n)
+    m_by_n = tuple(sparsity_m_by_n) if sparsity_m_by_n else None
+    block_size = tuple(block_size)
+    skipped: list[str] = []
+    if sparsity_allocation not in ("uniform", "global"):
+        raise TransformError(
+            "`sparsity_allocation` must be 'uniform' or 'global'. "
+            f"Received: sparsity_allocation={sparsity_allocation!r}"
+        )
+    if sparsity_allocation == "global" and m_by_n:
+        raise TransformError(
+            "sparsity_allocation='global' spreads a sparsity across layers; an N:M pattern "
+            "fixes it per group. Use one of them. Received: sparsity_m_by_n="
+            f"{m_by_n}, sparsity_allocation='global'"
+        )
+
+    if not isinstance(to_prune, keras.Model):
+        if not isinstance(to_prune, keras.layers.Layer):
+            raise TransformError(
+                f"Expected a keras.Model or a keras layer to prune. Received: {type(to_prune).__name__}"
+            )
+        return _wrap(to_prune, schedule, block_size, block_pooling_type, m_by_n, True, skipped)
+
+    named = _named(layers)  # layers the user named: an error, not a skip, if unprunable
+    selected = make_predicate(layers)
+    if layers is not None and not any(selected(layer) for layer in walk_layers(to_prune)):
+        raise LayerSelectionError(
+            f"`layers=` selects no layer of model '{to_prune.name}'. Expected names from "
+            f"{sorted(layer.name for layer in walk_layers(to_prune))}. Received: layers={layers!r}"
+        )
+    schedules: dict[str, PruningSchedule] = {}
+    if sparsity_allocation == "global":
+        schedules = _global_schedules(to_prune, selected, schedule)
+    pruned = clone_model(
+        to_prune,
+        layers=layers,
+        replace=lambda layer: _wrap(layer, schedules.get(layer.name, schedule), block_size,
+                                    block_pooling_type, m_by_n, layer.name in named, skipped),
+    )
+    if skipped:
+        warnings.warn(
+            f"{m_by_n[0]}:{m_by_n[1]} sparsity skipped {len(skipped)} layer(s) that cannot take "
+            f"it: {', '.join(skipped)}. They stay dense.",
+            stacklevel=2,
+        )
+    return pruned
+
+
+def _global_schedules(model, selected, schedule, cap: float = 0.98):
+    """Per-layer schedules reaching `schedule`'s sparsity overall, by one ranking.
+
+    Finds the magnitude threshold t at which sum_l min(frac_l(|w| <= t), cap) * n_l
+    equals final_sparsity * N, so the overall sparsity is exact.
+    """
+    import numpy as np
+
+    from kmot.sparsity.schedule import ScaledSparsity
+
+    target = schedule.final_sparsity
+    mags = {}
+    for layer in walk_layers(model):
+        if selected(layer):
+            inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
+            values = [np.abs(np.asarray(v.numpy())).ravel() for v in prunable_weights(inner)]
+            if values:
+                mags[layer.name] = np.sort(np.concatenate(values))
+    total = sum(m.size for m in mags.values())
+    if not mags or target == 0:
+        return {}
+
+    def pruned_at(t):
+        return {k: min(np.searchsorted(m, t, side="right") / m.size, cap) for k, m in mags.items()}
+
+    lo, hi = 0.0, float(max(m[-1] for m in mags.values()))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        frac = pruned_at(mid)
+        if sum(frac[k] * mags[k].size for k in mags) < target * total:
+            lo = mid
+        else:
+            hi = mid
+    frac = pruned_at(hi)
+    return {k: ScaledSparsity(schedule, frac[k] / target) for k in mags}
+
+
+def _named(layers: LayerSelector) -> set[str]:
+    if isinstance(layers, str):
+        return {layers}
+    if isinstance(layers, (list, tuple, set, frozenset)):
+        return {item for item in layers if isinstance(item, str)}
+    return set()
+
+
+def _only_pruning(wrapper: OptimizedLayer) -> bool:
+    chains = wrapper.transforms.values()
+    return all(isinstance(t, PruneTransform) for chain in chains for t in chain)
+
+
+def strip_pruning(model: keras.Model) -> keras.Model:
+    """Removes pruning wrappers: plain layers whose pruned weights are exact zeros.
+
+    Works on nested models; a model with nothing to strip comes back as a plain
+    copy, so stripping twice is harmless.
+
+    Example:
+        >>> final = strip_pruning(pruned)  # doctest: +SKIP
+    """
+    mixed = [w.name for w in _wrappers(model) if not _only_pruning(w)]
+    if mixed:
+        raise TransformError(
+            f"Layers {mixed} carry other transforms besides pruning (clustering or "
+            "quantization). Strip those with their own strip function, or all at once "
+            f"with kmot.core.strip(model). Received: {len(mixed)} mixed wrapper(s)"
+        )
+    return strip(model, wrappers=_only_pruning)
+
+
+def _wrappers(model):
+    return [layer for layer in walk_layers(model) if isinstance(layer, OptimizedLayer)]
