@@ -218,10 +218,17 @@ def to_litert(
         ...                     representative_data=x_train[:200])  # doctest: +SKIP
     """
     keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
-    _check_options(quantize, inference_input_type, inference_output_type, keep_float)
     model = load_model(model)
+    model, quantize, qat = _prepare_quantization_aware(model, quantize)
+    _check_options(quantize, inference_input_type, inference_output_type, keep_float)
+    if qat and keep_float:
+        raise KmotError(
+            "keep_float= selects float layers at conversion; a quantization-aware model "
+            "decides that when it is prepared: quantize_model(model, config={name: 'skip'}). "
+            f"Received: keep_float={keep_float}"
+        )
     samples = None
-    if quantize in _CALIBRATED:
+    if quantize in _CALIBRATED and not qat:
         samples = calibration_samples(
             representative_data, input_specs(model), num_samples=num_calibration_samples
         )
@@ -250,7 +257,7 @@ def to_litert(
             saved_model_dir, signature_keys=["serve"]
         )
         return _convert(
-            tf, converter, model, path, quantize=quantize, samples=samples,
+            tf, converter, model, path, quantize=quantize, samples=samples, qat=qat,
             inference_input_type=inference_input_type,
             inference_output_type=inference_output_type, keep_float=keep_float,
             allow_float_fallback=allow_float_fallback,
@@ -289,7 +296,33 @@ def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
     archive.write_out(directory, verbose=False)
 
 
-def _convert(tf, converter, model, path, *, quantize, samples, inference_input_type,
+def _prepare_quantization_aware(model, quantize):
+    """QAT models: int8 from their own ranges; weight-only QAT: stripped for int16x8."""
+    from kmot.quantization import is_qat_model, is_weight_qat_model
+
+    if is_qat_model(model):
+        if quantize not in (None, "int8"):
+            raise KmotError(
+                "This model is quantization-aware (int8): it exports as int8 with the "
+                "ranges it learned. Expected quantize=None or 'int8'. "
+                f"Received: quantize={quantize!r}"
+            )
+        return model, "int8", True
+    if is_weight_qat_model(model):
+        if quantize not in ("int16x8", "int8"):
+            raise KmotError(
+                "This model was prepared with quantize_model(scheme='int16x8'): its weights "
+                "are trained for int8 but its activations still need calibration. Expected "
+                "quantize='int16x8' with representative_data. "
+                f"Received: quantize={quantize!r}"
+            )
+        from kmot.core import strip
+
+        return strip(model), quantize, False  # weights land on their int8 grid
+    return model, quantize, False
+
+
+def _convert(tf, converter, model, path, *, quantize, samples, qat, inference_input_type,
              inference_output_type, keep_float, allow_float_fallback,
              allow_select_tf_ops, verify) -> bytes:
     ops = {tf.lite.OpsSet.TFLITE_BUILTINS}
@@ -297,7 +330,10 @@ def _convert(tf, converter, model, path, *, quantize, samples, inference_input_t
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantize in _CALIBRATED:
+    if qat:  # ranges come from the model's FakeQuant ops: no calibration
+        converter.inference_input_type = _tf_dtype(tf, inference_input_type)
+        converter.inference_output_type = _tf_dtype(tf, inference_output_type)
+    elif quantize in _CALIBRATED:
         converter.representative_dataset = as_generator(samples, signature_names(model))
         if quantize == "int8":
             strict = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
@@ -328,7 +364,7 @@ def _convert(tf, converter, model, path, *, quantize, samples, inference_input_t
             failure = None
     if failure is not None:
         hint = ""
-        if quantize in _CALIBRATED and not allow_float_fallback:
+        if quantize in _CALIBRATED and not allow_float_fallback and not qat:
             hint = (" If some op has no integer kernel, pass allow_float_fallback=True "
                     "or keep_float=[layer names].")
         if "NEEDS_FLEX_OPS" in str(failure) and not allow_select_tf_ops:

@@ -1,0 +1,27 @@
+"""Quantization-aware training for LiteRT: fake quantizers, BN folding, `quantize_model`."""
+
+from kmot.quantization.fold import fold_batch_norms, foldable_pairs
+from kmot.quantization.quantize import (
+    SCHEMES,
+    QuantizationError,
+    is_qat_model,
+    is_weight_qat_model,
+    quantize_model,
+)
+from kmot.quantization.quantizers import DEPTHWISE, ActivationQuantizer, FakeQuantTransform
+from kmot.quantization.rules import QuantizeRule, rule_for
+
+__all__ = [
+    "DEPTHWISE",
+    "SCHEMES",
+    "ActivationQuantizer",
+    "FakeQuantTransform",
+    "QuantizationError",
+    "QuantizeRule",
+    "fold_batch_norms",
+    "foldable_pairs",
+    "is_qat_model",
+    "is_weight_qat_model",
+    "quantize_model",
+    "rule_for",
+]

@@ -1,0 +1,120 @@
+"""Fake quantizers: `FakeQuantTransform` for weights, `ActivationQuantizer` for tensors.
+
+Both use `keras.quantizers.fake_quant_with_min_max_vars`, which runs on every
+backend and, on TensorFlow, emits the FakeQuant ops that the LiteRT converter
+turns into real int8 kernels with exactly the simulated scales.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from kmot.core.transform import WeightTransform
+
+__all__ = ["FakeQuantTransform", "ActivationQuantizer", "DEPTHWISE"]
+
+_fake_quant = keras.quantizers.fake_quant_with_min_max_vars
+
+#: `axis` value for depthwise kernels (h, w, in, multiplier): LiteRT quantizes
+#: their in * multiplier output channels, so the last two axes are one channel axis.
+DEPTHWISE = "depthwise"
+
+
+@keras.saving.register_keras_serializable(package="kmot")
+class FakeQuantTransform(WeightTransform):
+    """Symmetric, narrow-range fake quantization of a weight (LiteRT's int8 weights).
+
+    The range is the weight's current max |w| (per output channel with `axis`),
+    so the values trained are the values the int8 file stores.
+
+    Args:
+        num_bits: weight bits (8 for LiteRT int8 and int16x8).
+        axis: None (per-tensor), the output-channel axis, or `DEPTHWISE`.
+    """
+
+    def __init__(self, num_bits: int = 8, axis: int | str | None = None):
+        self.num_bits = num_bits
+        self.axis = axis
+
+    def _quantize_last_axis(self, value):
+        reduce = tuple(range(len(value.shape) - 1))
+        bound = ops.maximum(ops.max(ops.abs(value), axis=reduce), 1e-8)
+        return _fake_quant(value, -bound, bound, num_bits=self.num_bits,
+                           narrow_range=True, axis=-1)
+
+    def __call__(self, value, *, training):
+        if self.axis is None:
+            bound = ops.maximum(ops.max(ops.abs(value)), 1e-8)
+            return _fake_quant(value, -bound, bound, num_bits=self.num_bits, narrow_range=True)
+        if self.axis == DEPTHWISE:
+            shape = tuple(value.shape)
+            flat = ops.reshape(value, shape[:-2] + (shape[-2] * shape[-1],))
+            return ops.reshape(self._quantize_last_axis(flat), shape)
+        if self.axis in (-1, len(value.shape) - 1):
+            return self._quantize_last_axis(value)
+        moved = ops.moveaxis(value, self.axis, -1)
+        return ops.moveaxis(self._quantize_last_axis(moved), -1, self.axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_bits": self.num_bits, "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="kmot")
+class ActivationQuantizer(keras.layers.Layer):
+    """Asymmetric fake quantization of a tensor with a moving-average range.
+
+    The first training batch sets the range; later batches move it by
+    ``1 - ema_decay``. The range always contains 0 (so zero is exact). A
+    `fixed_range` (e.g. softmax's [0, 255/256], LiteRT's fixed output scale)
+    is never learned.
+
+    Args:
+        num_bits: 8 (int8) or 16.
+        ema_decay: weight of the old range at each training step.
+        fixed_range: ``(min, max)`` to use instead of a learned range.
+
+    Example:
+        >>> q = ActivationQuantizer()
+        >>> y = q(keras.ops.ones((2, 3)), training=True)
+    """
+
+    def __init__(self, num_bits: int = 8, ema_decay: float = 0.99,
+                 fixed_range: tuple[float, float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_bits = num_bits
+        self.ema_decay = ema_decay
+        self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
+        self.supports_masking = True
+
+    def build(self, input_shape=None):
+        lo, hi = self.fixed_range or (-6.0, 6.0)
+        self.range_min = self.add_weight(name="range_min", shape=(), trainable=False,
+                                         initializer=keras.initializers.Constant(lo))
+        self.range_max = self.add_weight(name="range_max", shape=(), trainable=False,
+                                         initializer=keras.initializers.Constant(hi))
+        self.initialized = self.add_weight(name="initialized", shape=(), trainable=False,
+                                           initializer="zeros")
+
+    def call(self, x, training=None):
+        lo, hi = self.range_min.value, self.range_max.value
+        if training and self.fixed_range is None:
+            batch_lo = ops.minimum(ops.min(x), 0.0)
+            batch_hi = ops.maximum(ops.max(x), 0.0)
+            fresh = ops.equal(self.initialized.value, 0.0)
+            d = self.ema_decay
+            lo = ops.where(fresh, batch_lo, d * lo + (1 - d) * batch_lo)
+            hi = ops.where(fresh, batch_hi, d * hi + (1 - d) * batch_hi)
+            self.range_min.assign(lo)
+            self.range_max.assign(hi)
+            self.initialized.assign(1.0)
+        return _fake_quant(x, lo, hi, num_bits=self.num_bits)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_bits": self.num_bits, "ema_decay": self.ema_decay,
+                "fixed_range": list(self.fixed_range) if self.fixed_range else None}
