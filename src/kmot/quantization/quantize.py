@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 from keras import tree
 
 from kmot.core import OptimizedLayer, clone_layer, clone_model, is_graph_model
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.errors import KmotError
 from kmot.quantization.fold import fold_batch_norms
-from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
+from kmot.quantization.quantizers import DEPTHWISE, ActivationQuantizer, FakeQuantTransform
 from kmot.quantization.rules import FUSABLE_ACTIVATIONS, QuantizeRule, activation_of, fixed_range_of, rule_for
 
 __all__ = ["quantize_model", "QuantizationError", "is_qat_model", "is_weight_qat_model", "SCHEMES"]
@@ -190,6 +191,37 @@ def quantize_model(
     return _rewrite(work, rules, split, fused, quantize_activations=scheme == "int8")
 
 
+def _split_separable(layer, quantizer):
+    """A SeparableConv as the depthwise + 1x1 conv LiteRT runs, each quantized.
+
+    Returned as a small nested model named like the layer; the tensor between the
+    two convolutions gets its own activation quantizer (LiteRT requantizes there).
+    """
+    one_d = isinstance(layer, keras.layers.SeparableConv1D)
+    cfg = layer.get_config()
+    depthwise = (keras.layers.DepthwiseConv1D if one_d else keras.layers.DepthwiseConv2D)(
+        kernel_size=cfg["kernel_size"], strides=cfg["strides"], padding=cfg["padding"],
+        depth_multiplier=cfg["depth_multiplier"], dilation_rate=cfg["dilation_rate"],
+        data_format=cfg["data_format"], use_bias=False, name=f"{layer.name}_depthwise")
+    pointwise = (keras.layers.Conv1D if one_d else keras.layers.Conv2D)(
+        cfg["filters"], 1, use_bias=cfg["use_bias"], activation=cfg["activation"],
+        data_format=cfg["data_format"], name=f"{layer.name}_pointwise")
+    inputs = keras.Input(batch_shape=layer.input.shape if layer._inbound_nodes else
+                         (None,) + tuple(layer.get_build_config()["input_shape"][1:]))
+    h = depthwise(inputs)
+    depthwise.kernel.assign(layer.depthwise_kernel.numpy())
+    if quantizer is not None:
+        h = quantizer(f"{layer.name}_depthwise")(h)
+    out = pointwise(h)
+    pointwise.kernel.assign(layer.pointwise_kernel.numpy())
+    if cfg["use_bias"]:
+        pointwise.bias.assign(layer.bias.numpy())
+    replaced = {depthwise.name: (depthwise, DEPTHWISE), pointwise.name: (pointwise, -1)}
+    return clone_model(keras.Model(inputs, out, name=layer.name), replace=lambda l: (
+        OptimizedLayer(l, {"kernel": [FakeQuantTransform(axis=replaced[l.name][1])]})
+        if l.name in replaced else None))
+
+
 def _rewrite(model, rules, split, fused, *, quantize_activations):
     top_inputs = {t.name for t in model.inputs}
     input_quantizers: dict[str, Any] = {}
@@ -211,6 +243,8 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
         rule = rules[inner.name]
         if not rule.weights:
             return None
+        if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+            return _split_separable(layer, quantizer if quantize_activations else None)
         if inner.name in split:
             inner.activation = keras.activations.get("linear")
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
@@ -240,6 +274,13 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
             out = tree.map_structure(lambda t: quantizer(name)(t), out)
             out = keras.layers.Activation(act, name=unique(f"{name}_{act}"))(out)
             return tree.map_structure(lambda t: quantizer(f"{name}_{act}", fixed_range_of(act))(t), out)
+        if (isinstance(layer, keras.layers.Rescaling) and rule.output == "requantize"
+                and np.any(np.asarray(layer.offset) != 0)):
+            # LiteRT runs it as MUL then ADD: the tensor between needs its own range.
+            mul = keras.layers.Rescaling(layer.scale, name=unique(f"{name}_scale"))
+            add = keras.layers.Rescaling(1.0, layer.offset, name=unique(f"{name}_offset"))
+            out = quantizer(f"{name}_scale")(mul(*args, **kwargs))
+            return quantizer(name)(add(out))
         if rule.output == "keep" or name in fused:
             return out
         fixed = rule.fixed_range if rule.output == "fixed" else None

@@ -107,6 +107,9 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
         return QuantizeRule(weights={"kernel": -1})
     if isinstance(layer, _DEPTHWISE):
         return QuantizeRule(weights={"kernel": DEPTHWISE})
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        # Split into depthwise + quantizer + 1x1 conv when quantized (see quantize.py).
+        return QuantizeRule(weights={"depthwise_kernel": DEPTHWISE, "pointwise_kernel": -1})
     if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
         # Per-tensor: per-channel Dense breaks conversion (mismatched quantized axes).
         return QuantizeRule(weights={"kernel": None})

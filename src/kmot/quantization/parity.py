@@ -1,0 +1,129 @@
+"""Parity of a quantization-aware Keras model and its LiteRT file on the same data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from kmot.core import OptimizedLayer
+from kmot.core.selection import walk_layers
+from kmot.export.calibration import calibration_samples, input_specs
+from kmot.export.naming import layers_of_tensor
+from kmot.export.runtime import LiteRTModel
+
+__all__ = ["parity", "ParityReport", "LayerParity"]
+
+
+@dataclass(frozen=True)
+class LayerParity:
+    """One op's output in the file against the Keras layer (and quantizer) it came from."""
+
+    layer: str
+    op: str
+    rmse: float
+    max_abs_error: float
+    max_error_steps: float  # max error in units of the tensor's quantization step
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How closely the LiteRT file reproduces the Keras model."""
+
+    samples: int
+    argmax_agreement: float
+    max_abs_error: float
+    rmse: float
+    layers: tuple[LayerParity, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "layers"},
+                "layers": [asdict(layer) for layer in self.layers]}
+
+
+def _keras_outputs(model: keras.Model, names: list[str], x) -> dict[str, np.ndarray]:
+    # Only top-level layers: a nested model's inner tensors are not outputs of `model`.
+    layers = {layer.name: layer for layer in model.layers}
+    wanted = [n for n in names if n in layers and len(layers[n]._inbound_nodes) == 1]
+    probe = keras.Model(model.inputs, [layers[n].output for n in wanted])
+    values = probe.predict(x, verbose=0, batch_size=256)
+    values = values if isinstance(values, list) else [values]
+    return dict(zip(wanted, (np.asarray(v) for v in values)))
+
+
+def parity(
+    model: keras.Model,
+    tflite: str | os.PathLike | bytes,
+    data: Any,
+    *,
+    num_samples: int = 500,
+) -> ParityReport:
+    """Runs `model` and its `.tflite` on the same inputs and compares them.
+
+    Per layer, each compute op of the file is compared with the output of the
+    Keras layer it came from, after that layer's activation quantizer when it
+    has one (the tensor the file actually holds).
+
+    Args:
+        model: the (quantization-aware) Keras model.
+        tflite: its LiteRT file (path or bytes).
+        data: inputs, in any form `to_litert` takes for representative data.
+        num_samples: how many inputs to use at most.
+
+    Returns:
+        A `ParityReport`: argmax agreement of the outputs, output errors, and
+        per-layer errors (also in quantization steps).
+
+    Example:
+        >>> report = parity(qat, "model.tflite", x_test)  # doctest: +SKIP
+        >>> report.argmax_agreement >= 0.99              # doctest: +SKIP
+    """
+    specs = input_specs(model)
+    samples = calibration_samples(data, specs, num_samples=num_samples)
+    inputs = [np.concatenate([s[i] for s in samples]) for i in range(len(specs))]
+    x = inputs if len(inputs) > 1 else inputs[0]
+    keras_out = model.predict(x, verbose=0, batch_size=256)
+    keras_out = keras_out[0] if isinstance(keras_out, list) else keras_out
+    runner = LiteRTModel(tflite, preserve_all_tensors=True)
+    values = runner.run_keeping_tensors(inputs)
+    lite_out = values[runner.output_details[0]["index"]]
+    err = np.asarray(lite_out, np.float64) - np.asarray(keras_out, np.float64)
+    agreement = float(np.mean(np.argmax(lite_out, -1) == np.argmax(keras_out, -1)))
+
+    names = {layer.name for layer in walk_layers(model)} | {model.name}
+    # Quantizers are named after the wrapped layer: conv1_opt wraps conv1 -> conv1_quant.
+    inner = {layer.name: layer.layer.name for layer in walk_layers(model)
+             if isinstance(layer, OptimizedLayer)}
+    details = {d["index"]: d for d in runner.interpreter.get_tensor_details()}
+    matched: list[tuple[str, str, int]] = []
+    for op in runner.interpreter._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE") or not op["outputs"]:
+            continue
+        out = op["outputs"][0]
+        found = layers_of_tensor(details[out]["name"], names, model.name)
+        if found:
+            layer = found[-1]
+            quantizer = f"{inner.get(layer, layer)}_quant"
+            matched.append((quantizer if quantizer in names else layer, op["op_name"], out))
+    reference = _keras_outputs(model, [m[0] for m in matched], x)
+    rows = []
+    for layer, op_name, index in matched:
+        if layer not in reference or index not in values:
+            continue
+        ref, got = reference[layer], values[index]
+        if ref.shape != got.shape:
+            continue
+        diff = np.abs(np.asarray(got, np.float64) - ref)
+        scale = details[index]["quantization"][0] or 1.0
+        rows.append(LayerParity(layer, op_name, float(np.sqrt(np.mean(diff**2))),
+                                float(diff.max()), float(diff.max() / scale)))
+    return ParityReport(
+        samples=len(samples),
+        argmax_agreement=agreement,
+        max_abs_error=float(np.max(np.abs(err))),
+        rmse=float(np.sqrt(np.mean(err**2))),
+        layers=tuple(rows),
+    )

@@ -1,0 +1,282 @@
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from kmot.core import find_wrappers
+from kmot.errors import KmotError
+from kmot.export import inspect, to_litert
+from kmot.quantization import (
+    ActivationQuantizer, FakeQuantTransform, QuantizationError, QuantizeRule,
+    fold_batch_norms, foldable_pairs, is_qat_model, parity, quantize_model,
+)
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _train_qat(model, x, y, epochs=2):
+    qat = quantize_model(model)
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    return qat
+
+
+def _check_int8(qat, x, min_agreement=0.99):
+    content = to_litert(qat)  # no representative data: ranges come from training
+    info = inspect(content)
+    assert info.float_ops_between_io() == [], [(op.name, op.kind) for op in info.ops]
+    report = parity(qat, content, x)
+    assert report.argmax_agreement >= min_agreement
+    return info, report
+
+
+def _head(h):
+    return keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(h))
+
+
+# Each listed layer type, in a small digits model, trained and converted.
+LAYER_CASES = {
+    "Conv2D": lambda x: keras.layers.Conv2D(8, 3, activation="relu")(x),
+    "Conv2D+BN+ReLU": lambda x: keras.layers.ReLU()(keras.layers.BatchNormalization()(
+        keras.layers.Conv2D(8, 3, use_bias=False)(x))),
+    "DepthwiseConv2D": lambda x: keras.layers.DepthwiseConv2D(3, depth_multiplier=4, activation="relu")(x),
+    "SeparableConv2D": lambda x: keras.layers.SeparableConv2D(8, 3, depth_multiplier=2, activation="relu")(x),
+    "Conv2DTranspose": lambda x: keras.layers.Conv2DTranspose(4, 3, activation="relu")(x),
+    "Add": lambda x: keras.layers.Add()([keras.layers.Conv2D(4, 3, padding="same")(x),
+                                        keras.layers.Conv2D(4, 1)(x)]),
+    "Concatenate": lambda x: keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x), x]),
+    "Multiply": lambda x: keras.layers.Multiply()([keras.layers.Conv2D(4, 1, activation="sigmoid")(x),
+                                                   keras.layers.Conv2D(4, 1)(x)]),
+    "Pooling": lambda x: keras.layers.AveragePooling2D(2)(keras.layers.MaxPooling2D(1)(
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x))),
+    "Reshape+UpSampling": lambda x: keras.layers.UpSampling2D()(keras.layers.Reshape((4, 4, 4))(
+        keras.layers.Conv2D(1, 1)(x))),
+    "Rescaling+ZeroPadding": lambda x: keras.layers.ZeroPadding2D()(keras.layers.Rescaling(2.0, -1.0)(x)),
+    "GlobalAveragePooling+softmax": lambda x: keras.layers.Reshape((1, 1, 8))(
+        keras.layers.Dense(8, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
+            keras.layers.Conv2D(8, 3, activation="relu")(x)))),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYER_CASES))
+def test_layer_types_convert_fully_int8_with_parity(case, digits_data):
+    x, y, x_test, _ = digits_data
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1), name="image")
+    model = keras.Model(inp, _head(LAYER_CASES[case](inp)))
+    qat = _train_qat(model, x[:640], y[:640], epochs=1)
+    _check_int8(qat, x_test)
+
+
+def test_conv1d_on_mnist1d():
+    from kmot.data import mnist1d
+
+    x, y, x_test, _ = mnist1d(num_samples=1000)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((40, 1)), keras.layers.Conv1D(16, 5, padding="same", activation="relu"),
+        keras.layers.Conv1D(16, 3, strides=2, activation="relu"), keras.layers.Flatten(),
+        keras.layers.Dense(10)])
+    qat = _train_qat(model, x, y, epochs=2)
+    _check_int8(qat, x_test)
+
+
+def test_weights_are_fake_quantized_on_the_right_axes():
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    h = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(h)
+    h = keras.layers.Conv2DTranspose(4, 3, name="tconv")(h)
+    model = keras.Model(inp, keras.layers.Dense(2, name="dense")(keras.layers.Flatten()(h)))
+    axes = {w.layer.name: w.transforms["kernel"][0].axis for w in find_wrappers(quantize_model(model))}
+    assert axes == {"conv": -1, "dw": "depthwise", "tconv": None, "dense": None}
+    # Per channel: each output channel of a per-channel kernel has its own 255-level grid.
+    w = np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype("float32") * np.array([1, 10, 100, 1000])
+    q = np.asarray(FakeQuantTransform(axis=-1)(keras.ops.convert_to_tensor(w), training=False))
+    for c in range(4):
+        steps = np.unique(np.round(q[..., c] / (np.abs(w[..., c]).max() / 127)))
+        assert len(steps) <= 255 and np.abs(steps).max() == 127
+
+
+def test_no_quantizer_between_an_op_and_its_fused_relu(digits_data):
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, name="conv")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    qat = quantize_model(keras.Model(inp, _head(h)))
+    names = [layer.name for layer in qat.layers]
+    assert "conv_quant" not in names and "relu_quant" in names
+    assert names.index("relu_quant") == names.index("relu") + 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras.layers.Conv2D(6, 3, use_bias=False, name="p"),
+    lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="p"),
+    lambda: keras.layers.Dense(6, name="p"),
+])
+def test_batchnorm_folding_numerics(make):
+    rng = np.random.default_rng(0)
+    inp = keras.Input((6, 6, 3))
+    h = make()(inp)
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inp, bn(h))
+    bn.moving_mean.assign(rng.normal(size=bn.moving_mean.shape))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, size=bn.moving_variance.shape))
+    bn.gamma.assign(rng.normal(size=bn.gamma.shape))
+    bn.beta.assign(rng.normal(size=bn.beta.shape))
+    assert foldable_pairs(model) == {"p": "bn"}
+    folded = fold_batch_norms(model)
+    x = rng.normal(size=(4, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x), atol=1e-5)
+    assert folded.get_layer("p").use_bias
+
+
+def test_batchnorm_after_activation_is_not_folded():
+    inp = keras.Input((6, 6, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c")(inp)
+    assert foldable_pairs(keras.Model(inp, keras.layers.BatchNormalization()(h))) == {}
+
+
+def test_qat_model_resumes_from_keras_file(digits_data, tmp_path):
+    x, y = digits_data[0], digits_data[1]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    qat = _train_qat(model, x[:256], y[:256], epochs=1)
+    path = tmp_path / "qat.keras"
+    qat.save(path)
+    loaded = keras.saving.load_model(path)
+    assert is_qat_model(loaded)
+    ranges = lambda m: [(float(l.range_min.numpy()), float(l.range_max.numpy()))  # noqa: E731
+                        for l in m.layers if isinstance(l, ActivationQuantizer)]
+    assert ranges(loaded) == ranges(qat)
+    np.testing.assert_allclose(loaded.predict(x[:32], verbose=0), qat.predict(x[:32], verbose=0), atol=1e-6)
+    loaded.compile(keras.optimizers.Adam(1e-3), LOSS)
+    loaded.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    _check_int8(loaded, digits_data[2])
+
+
+def test_unsupported_layer_warns_once_or_raises_when_strict(digits_data):
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    h = keras.layers.LayerNormalization(name="ln")(h)
+    model = keras.Model(inp, _head(h))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qat = quantize_model(model)
+    messages = [str(w.message) for w in caught if "cannot be quantized" in str(w.message)]
+    assert len(messages) == 1 and "ln (LayerNormalization)" in messages[0]
+    assert is_qat_model(qat)
+    with pytest.raises(QuantizationError, match=r"strict=True: 1 layer\(s\) cannot be quantized.*ln \(LayerNormalization\)"):
+        quantize_model(model, strict=True)
+    qat.compile("adam", LOSS)
+    qat.fit(digits_data[0][:128], digits_data[1][:128], verbose=0)
+    with pytest.raises(KmotError, match=r"left \d+ op\(s\) in float"):
+        to_litert(qat)
+    info = inspect(to_litert(qat, allow_float_fallback=True))
+    assert info.float_ops  # the layer norm stays float, the rest is int8
+    assert any(op.kind == "int8" and op.name == "CONV_2D" for op in info.ops)
+
+
+def test_per_layer_control(digits_data):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.Flatten(name="flat"), keras.layers.Dense(10, name="logits")])
+    qat = quantize_model(model, config={"logits": "skip"})
+    assert [w.layer.name for w in find_wrappers(qat)] == ["conv"]
+    qat = quantize_model(model, layers="conv")
+    assert [w.layer.name for w in find_wrappers(qat)] == ["conv"]
+    custom = quantize_model(model, config={"conv": QuantizeRule(weights={"kernel": None})})
+    assert find_wrappers(custom)[0].transforms["kernel"][0].axis is None
+    with pytest.raises(QuantizationError, match=r"config\['conv'\].*Received: 3"):
+        quantize_model(model, config={"conv": 3})
+    with pytest.raises(QuantizationError, match=r"scheme to be one of \['int8', 'int16x8'\]"):
+        quantize_model(model, scheme="int4")
+
+
+def test_custom_layer_protocol(digits_data):
+    @keras.saving.register_keras_serializable(package="kmot_tests")
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.kernel = self.add_weight(shape=(shape[-1],), initializer="ones", name="kernel")
+
+        def call(self, x):
+            return x * self.kernel
+
+        def get_quantize_rule(self):
+            return QuantizeRule(weights={"kernel": None})
+
+    inp = keras.Input((8, 8, 1))
+    model = keras.Model(inp, _head(Scale(name="scale")(keras.layers.Conv2D(4, 3)(inp))))
+    qat = quantize_model(model, strict=True)
+    assert "scale_quant" in [layer.name for layer in qat.layers]
+    assert "scale" in [w.layer.name for w in find_wrappers(qat)]
+
+
+def test_qat_model_refuses_other_export_modes(digits_data):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    qat = quantize_model(model)
+    with pytest.raises(KmotError, match=r"quantization-aware \(int8\).*Received: quantize='float16'"):
+        to_litert(qat, quantize="float16")
+    with pytest.raises(QuantizationError, match=r"already quantization-aware"):
+        quantize_model(qat)
+
+
+def test_each_layer_matches_within_a_step_or_two(digits_data):
+    x, y, x_test, _ = digits_data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    _, report = _check_int8(_train_qat(model, x, y), x_test)
+    assert len(report.layers) >= 4
+    # Rounding may differ by one step per layer between the simulation and LiteRT.
+    assert max(layer.max_error_steps for layer in report.layers) <= 2.01
+
+
+def test_int8_io_for_qat(digits_data):
+    x, y, x_test, y_test = digits_data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    qat = _train_qat(model, x, y, epochs=2)
+    content = to_litert(qat, inference_input_type="int8", inference_output_type="int8")
+    info = inspect(content)
+    assert info.input_dtypes == ["int8"] and info.output_dtypes == ["int8"]
+    from kmot.export import LiteRTModel
+
+    agree = np.mean(LiteRTModel(content).predict(x_test).argmax(-1) == qat.predict(x_test, verbose=0).argmax(-1))
+    assert agree >= 0.99
+
+
+def test_int16x8_scheme_calibrates_from_the_trained_model(digits_data):
+    x, y, x_test, _ = digits_data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    qat = quantize_model(model, scheme="int16x8")
+    assert not is_qat_model(qat) and find_wrappers(qat)
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    with pytest.raises(KmotError, match=r"scheme='int16x8'.*Expected quantize='int16x8' with representative_data"):
+        to_litert(qat)
+    content = to_litert(qat, quantize="int16x8", representative_data=x)
+    info = inspect(content)
+    assert info.float_ops_between_io() == []
+    assert next(op for op in info.ops if op.name == "CONV_2D").outputs[0].dtype == "int16"
+    from kmot.export import LiteRTModel
+
+    agree = np.mean(LiteRTModel(content).predict(x_test).argmax(-1) == qat.predict(x_test, verbose=0).argmax(-1))
+    assert agree >= 0.99
+
+
+@pytest.mark.slow
+def test_mobilenetv2_qat_is_fully_int8():
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None)
+    qat = quantize_model(model)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(8, 224, 224, 3)).astype("float32")
+    qat.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    qat.fit(x, np.zeros(8), batch_size=4, epochs=1, verbose=0)  # learns activation ranges only
+    info, report = _check_int8(qat, x)
+    assert info.op_counts["CONV_2D"] == 35 and info.op_counts["DEPTHWISE_CONV_2D"] == 17
+    assert report.max_abs_error <= 2 / 256  # softmax outputs: within two int8 steps
