@@ -47,7 +47,7 @@ def extra_rows() -> None:
     import numpy as np
 
     from kmot.data import digits, mnist1d
-    from kmot.export import inspect, to_litert
+    from kmot.export import LiteRTModel, inspect, to_litert
     from kmot.quantization import parity, quantize_model
 
     def report(name, model, x, y, x_test, y_test, epochs, train_first=True):
@@ -63,8 +63,10 @@ def extra_rows() -> None:
             "benchmark": "qat_models", "model": name,
             "float_ops_between_io": [op.name for op in info.float_ops_between_io()],
             "argmax_agreement": round(p.argmax_agreement, 4),
+            "keras_qat_accuracy": round(float(np.mean(
+                np.argmax(qat.predict(x_test, verbose=0), -1) == y_test)), 4),
             "litert_accuracy": round(float(np.mean(
-                np.argmax(qat.predict(x_test, verbose=0), -1) == y_test)), 4) if y_test is not None else None,
+                np.argmax(LiteRTModel(content).predict(x_test, batch_size=64), -1) == y_test)), 4),
             "bytes": info.size_bytes,
         }), flush=True)
 
