@@ -98,6 +98,20 @@ def test_weights_are_fake_quantized_on_the_right_axes():
         assert len(steps) <= 255 and np.abs(steps).max() == 127
 
 
+def test_conv1d_is_per_channel_in_the_file():
+    from kmot.data import mnist1d
+
+    x, y, x_test, _ = mnist1d(num_samples=500)
+    model = keras.Sequential([keras.Input((40, 1)), keras.layers.Conv1D(8, 5, activation="relu", name="c"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    qat = _train_qat(model, x, y, epochs=1)
+    info, _ = _check_int8(qat, x_test)
+    conv = next(op for op in info.ops if op.name == "CONV_2D")
+    kernel = next(t for t in conv.inputs if t.is_constant and len(t.shape) == 4)
+    assert len(kernel.scales) == 8  # one scale per output channel
+    assert [op.name for op in info.ops][:4] == ["QUANTIZE", "EXPAND_DIMS", "CONV_2D", "RESHAPE"]
+
+
 def test_no_quantizer_between_an_op_and_its_fused_relu(digits_data):
     inp = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(8, 3, name="conv")(inp)

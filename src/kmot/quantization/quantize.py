@@ -102,7 +102,8 @@ def _plan(model, layers, config, scheme):
         inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
         consumer = _single_consumer(layer)
         if (consumer is not None and rules[inner.name].output == "requantize"
-                and inner.name not in split and rules.get(consumer.name, QuantizeRule()).output == "relu"):
+                and inner.name not in split and not _is_plain_conv1d(inner)
+                and rules.get(consumer.name, QuantizeRule()).output == "relu"):
             fused.add(inner.name)
     return rules, unsupported, split, fused
 
@@ -191,6 +192,59 @@ def quantize_model(
     return _rewrite(work, rules, split, fused, quantize_activations=scheme == "int8")
 
 
+@keras.saving.register_keras_serializable(package="kmot")
+class ExpandAxis(keras.layers.Layer):
+    """``ops.expand_dims(x, axis)`` as a layer (one EXPAND_DIMS op in LiteRT)."""
+
+    def __init__(self, axis: int, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, x):
+        return keras.ops.expand_dims(x, self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="kmot")
+class SqueezeAxis(ExpandAxis):
+    """``ops.squeeze(x, axis)`` as a layer (one SQUEEZE op in LiteRT)."""
+
+    def call(self, x):
+        return keras.ops.squeeze(x, self.axis)
+
+
+def _is_plain_conv1d(layer) -> bool:
+    return isinstance(layer, keras.layers.Conv1D) and not isinstance(
+        layer, (keras.layers.Conv1DTranspose, keras.layers.SeparableConv1D,
+                keras.layers.DepthwiseConv1D))
+
+
+def _conv1d_as_conv2d(layer):
+    """A Conv1D as the 1 x k Conv2D LiteRT runs it as, with per-channel weights.
+
+    Keras runs Conv1D on expand_dims(kernel), and the converter cannot carry a
+    per-channel axis through that; a real Conv2D takes it directly. The file gets
+    RESHAPE, CONV_2D, RESHAPE, as for a float Conv1D (EXPAND_DIMS, CONV_2D, RESHAPE).
+    """
+    cfg = layer.get_config()
+    conv = keras.layers.Conv2D(
+        cfg["filters"], (1, cfg["kernel_size"][0]), strides=(1, cfg["strides"][0]),
+        padding=cfg["padding"], dilation_rate=(1, cfg["dilation_rate"][0]),
+        groups=cfg.get("groups", 1), activation=cfg["activation"], use_bias=cfg["use_bias"],
+        name=f"{layer.name}_2d")
+    channels = int(layer.kernel.shape[1] * cfg.get("groups", 1))
+    inputs = keras.Input((None, channels))
+    out = SqueezeAxis(1, name=f"{layer.name}_squeeze")(
+        conv(ExpandAxis(1, name=f"{layer.name}_expand")(inputs)))
+    conv.kernel.assign(layer.kernel.numpy()[None])
+    if cfg["use_bias"]:
+        conv.bias.assign(layer.bias.numpy())
+    return clone_model(keras.Model(inputs, out, name=layer.name), replace=lambda l: (
+        OptimizedLayer(l, {"kernel": [FakeQuantTransform(axis=-1)]}) if l.name == conv.name else None))
+
+
 def _split_separable(layer, quantizer):
     """A SeparableConv as the depthwise + 1x1 conv LiteRT runs, each quantized.
 
@@ -245,6 +299,8 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
             return None
         if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
             return _split_separable(layer, quantizer if quantize_activations else None)
+        if _is_plain_conv1d(layer) and rule.weights.get("kernel") == -1:
+            return _conv1d_as_conv2d(layer)
         if inner.name in split:
             inner.activation = keras.activations.get("linear")
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})

@@ -99,10 +99,12 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
         # output-channel axis ("tfl.transpose op has mismatched quantized axes").
         return QuantizeRule(weights={"kernel": None})
     if isinstance(layer, keras.layers.Conv1D):
-        # Per-tensor: Keras runs Conv1D on expand_dims(kernel), and the converter
-        # cannot carry a per-channel axis through that reshape and the transpose
-        # to LiteRT's filter layout ("tfl.transpose op has mismatched quantized axes").
-        return QuantizeRule(weights={"kernel": None})
+        if layer.padding == "causal" or layer.data_format != "channels_last":
+            # Keras runs Conv1D on expand_dims(kernel): the converter cannot carry a
+            # per-channel axis through that ("mismatched quantized axes"), so
+            # per-tensor, unless it is rewritten as a 1 x k Conv2D (quantize.py).
+            return QuantizeRule(weights={"kernel": None})
+        return QuantizeRule(weights={"kernel": -1})
     if isinstance(layer, _CONV):
         return QuantizeRule(weights={"kernel": -1})
     if isinstance(layer, _DEPTHWISE):
