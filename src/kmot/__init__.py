@@ -13,12 +13,14 @@ from kmot.errors import KmotError
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("core", "data", "errors", "evaluate", "export", "quantization", "sparsity")
+_SUBPACKAGES = (
+    "clustering", "core", "data", "errors", "evaluate", "export", "quantization", "sparsity",
+)
 
 __all__ = ["KmotError", "__version__", *_SUBPACKAGES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kmot import core, data, errors, evaluate, export, quantization, sparsity
+    from kmot import clustering, core, data, errors, evaluate, export, quantization, sparsity
 
 
 def __getattr__(name: str):

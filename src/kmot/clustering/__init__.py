@@ -1,0 +1,24 @@
+"""Weight clustering for Keras 3: a few shared, trainable values per weight."""
+
+from kmot.clustering.centroids import CENTROID_INITS, init_centroids
+from kmot.clustering.cluster import (
+    ClusterSummary,
+    WeightClusters,
+    cluster_weights,
+    clusterable_weights,
+    strip_clustering,
+    summary,
+)
+from kmot.clustering.transform import ClusterTransform
+
+__all__ = [
+    "CENTROID_INITS",
+    "ClusterSummary",
+    "ClusterTransform",
+    "WeightClusters",
+    "cluster_weights",
+    "clusterable_weights",
+    "init_centroids",
+    "strip_clustering",
+    "summary",
+]

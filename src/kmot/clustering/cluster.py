@@ -1,0 +1,177 @@
+"""`cluster_weights` / `strip_clustering`: weight clustering for Keras 3 models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+from kmot.clustering.centroids import CENTROID_INITS
+from kmot.clustering.transform import ClusterTransform
+from kmot.core import OptimizedLayer, clone_model, strip
+from kmot.core.selection import LayerSelector, make_predicate, walk_layers
+from kmot.core.wrapper import weight_key
+from kmot.errors import LayerSelectionError, TransformError
+from kmot.sparsity.prune import PRUNABLE_WEIGHTS
+
+__all__ = ["cluster_weights", "strip_clustering", "clusterable_weights", "summary",
+           "ClusterSummary", "WeightClusters"]
+
+
+def clusterable_weights(layer: keras.layers.Layer) -> list[keras.Variable]:
+    """The weights kmot clusters in `layer`: kernels (as pruning), or a custom
+    layer's ``get_clusterable_weights()``."""
+    if isinstance(layer, OptimizedLayer):
+        return clusterable_weights(layer.layer)
+    custom = getattr(layer, "get_clusterable_weights", None)
+    if callable(custom):
+        return list(custom())
+    for cls in type(layer).__mro__:
+        if cls in PRUNABLE_WEIGHTS:
+            return [getattr(layer, name) for name in PRUNABLE_WEIGHTS[cls]]
+    return []
+
+
+def _check(number_of_clusters, init):
+    if isinstance(number_of_clusters, bool) or not isinstance(number_of_clusters, int) \
+            or number_of_clusters < 2:
+        raise TransformError(
+            "`number_of_clusters` must be an int >= 2. "
+            f"Received: number_of_clusters={number_of_clusters!r}"
+        )
+    if init not in CENTROID_INITS:
+        raise TransformError(
+            f"`cluster_centroids_init` must be one of {list(CENTROID_INITS)}. "
+            f"Received: cluster_centroids_init={init!r}"
+        )
+
+
+def cluster_weights(
+    to_cluster: keras.Model,
+    *,
+    number_of_clusters: int,
+    cluster_centroids_init: str = "kmeans++",
+    preserve_sparsity: bool = False,
+    cluster_per_channel: bool = False,
+    layers: LayerSelector = None,
+) -> keras.Model:
+    """Wraps a model's kernels so that each shares `number_of_clusters` values.
+
+    Fine-tune the result (centroids and assignments train), then
+    `strip_clustering` it: each kernel then holds at most `number_of_clusters`
+    distinct values, which gzip (and LiteRT's int8 export) store compactly.
+
+    Args:
+        to_cluster: a Sequential or Functional model (a copy is returned).
+        number_of_clusters: distinct values per kernel (per channel with
+            `cluster_per_channel`), the zero of `preserve_sparsity` included.
+        cluster_centroids_init: ``"kmeans++"``, ``"linear"``, ``"density"`` or
+            ``"random"``.
+        preserve_sparsity: zeros (e.g. from pruning) stay exactly zero.
+        cluster_per_channel: separate centroids per output channel.
+        layers: which layers to cluster (default: all with kernels).
+
+    Returns:
+        The wrapped model.
+
+    Raises:
+        TransformError: invalid cluster count or init.
+        LayerSelectionError: `layers` names a layer with nothing to cluster.
+
+    Example:
+        >>> clustered = cluster_weights(model, number_of_clusters=16)  # doctest: +SKIP
+        >>> clustered.fit(x, y, epochs=5)                              # doctest: +SKIP
+        >>> final = strip_clustering(clustered)                        # doctest: +SKIP
+    """
+    _check(number_of_clusters, cluster_centroids_init)
+    named = {layers} if isinstance(layers, str) else (
+        {n for n in layers if isinstance(n, str)} if isinstance(layers, (list, tuple, set)) else set())
+    selected = make_predicate(layers)
+    if layers is not None and not any(selected(layer) for layer in walk_layers(to_cluster)):
+        raise LayerSelectionError(
+            f"`layers=` selects no layer of model '{to_cluster.name}'. Received: layers={layers!r}"
+        )
+
+    def replace(layer):
+        inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
+        variables = clusterable_weights(inner)
+        if not variables:
+            if inner.name in named:
+                raise LayerSelectionError(
+                    f"Layer '{inner.name}' ({type(inner).__name__}) has no clusterable weights. "
+                    "Select other layers with `layers=` or implement "
+                    f"`get_clusterable_weights()`. Received: layers selecting '{inner.name}'"
+                )
+            return None
+        wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
+        for v in variables:
+            wrapper.add_transform(weight_key(inner, v), ClusterTransform(
+                number_of_clusters, init=cluster_centroids_init,
+                preserve_sparsity=preserve_sparsity, per_channel=cluster_per_channel))
+        return wrapper
+
+    return clone_model(to_cluster, layers=layers, replace=replace)
+
+
+def _only_clustering(wrapper: OptimizedLayer) -> bool:
+    return all(isinstance(t, ClusterTransform) for c in wrapper.transforms.values() for t in c)
+
+
+def strip_clustering(model: keras.Model) -> keras.Model:
+    """Removes clustering wrappers: plain layers holding the clustered values.
+
+    Example:
+        >>> final = strip_clustering(clustered)  # doctest: +SKIP
+    """
+    mixed = [layer.name for layer in walk_layers(model)
+             if isinstance(layer, OptimizedLayer) and not _only_clustering(layer)]
+    if mixed:
+        raise TransformError(
+            f"Layers {mixed} carry other transforms besides clustering. Strip them all "
+            f"with kmot.core.strip(model). Received: {len(mixed)} mixed wrapper(s)"
+        )
+    return strip(model, wrappers=_only_clustering)
+
+
+@dataclass(frozen=True)
+class WeightClusters:
+    layer: str
+    weight: str
+    shape: tuple[int, ...]
+    unique_values: int
+    max_unique_per_channel: int
+    sparsity: float
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """Distinct values of every clusterable weight, as the layers compute with them."""
+
+    weights: tuple[WeightClusters, ...]
+
+    def __str__(self) -> str:
+        lines = [f"{'layer':<24} {'weight':<18} {'unique':>7} {'per channel':>12} {'sparsity':>9}"]
+        for w in self.weights:
+            lines.append(f"{w.layer:<24} {w.weight:<18} {w.unique_values:>7} "
+                         f"{w.max_unique_per_channel:>12} {w.sparsity:>9.1%}")
+        return "\n".join(lines)
+
+
+def summary(model: keras.Model) -> ClusterSummary:
+    """Unique values per clusterable weight (and per output channel).
+
+    Example:
+        >>> print(summary(clustered))  # doctest: +SKIP
+    """
+    rows = []
+    for layer in walk_layers(model):
+        inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
+        for v in clusterable_weights(inner):
+            value = layer.transformed_value(v) if isinstance(layer, OptimizedLayer) else v.value
+            a = np.asarray(ops.convert_to_numpy(value))
+            per_channel = max(len(np.unique(a[..., c])) for c in range(a.shape[-1]))
+            rows.append(WeightClusters(inner.name, weight_key(inner, v), tuple(a.shape),
+                                       len(np.unique(a)), per_channel, float(np.mean(a == 0))))
+    return ClusterSummary(tuple(rows))
