@@ -12,7 +12,20 @@ PUBLIC = {
     "export": ["DEFAULT_NUM_SAMPLES", "InputSpec", "LiteRTModel", "ModelInspection",
                "QUANTIZE_MODES", "calibration_samples", "input_specs", "inspect", "load_model",
                "quantization_error", "to_litert", "write_atomic"],
-    "data": ["digits", "digits_cnn"],
+    "data": ["digits", "digits_cnn", "mnist1d"],
+    "clustering": ["CENTROID_INITS", "ClusterSummary", "ClusterTransform", "WeightClusters",
+                   "cluster_weights", "clusterable_weights", "init_centroids", "strip_clustering",
+                   "summary"],
+    "quantization": ["DEPTHWISE", "SCHEMES", "ActivationQuantizer", "FakeQuantTransform",
+                     "LayerParity", "ParityReport", "QuantizationError", "QuantizeRule",
+                     "fold_batch_norms", "foldable_pairs", "is_qat_model", "is_weight_qat_model",
+                     "parity", "quantize_model", "rule_for"],
+    "evaluate": ["SCHEMA_VERSION", "Budgets", "CandidateResult", "Check", "GateResult", "Report",
+                 "compare", "gate", "load_budgets", "measure_peak_memory", "report_schema"],
+    "sparsity": ["PRUNABLE_WEIGHTS", "ConstantSparsity", "PatternCheck", "PolynomialDecay",
+                 "PruneTransform", "PruningSchedule", "ScaledSparsity", "ScheduleError",
+                 "SparsitySummary", "UpdatePruningStep", "WeightSparsity", "check_tflite_pattern",
+                 "prunable_weights", "prune_low_magnitude", "strip_pruning", "summary"],
 }
 
 

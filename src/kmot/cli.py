@@ -190,6 +190,62 @@ def demo(
                   soft_wrap=True)
 
 
+@app.command()
+def bench(
+    models: Annotated[list[Path], typer.Argument(help=".tflite / .keras files (named by stem)")],
+    data: Annotated[Path, typer.Option(help=".npz with 'x' (or one array per input) and 'y'")],
+    out: Annotated[Path, typer.Option(help="folder for report.json, report.md, report.html")],
+    baseline: Annotated[
+        Optional[str], typer.Option(help="baseline name (default: the first)")
+    ] = None,
+    metric: Annotated[
+        Optional[list[str]], typer.Option(help="accuracy | topK | mae | rmse (repeatable)")
+    ] = None,
+    runs: Annotated[int, typer.Option(help="timed runs per model")] = 100,
+    warmup: Annotated[int, typer.Option(help="untimed runs before timing")] = 10,
+    threads: Annotated[int, typer.Option(help="interpreter threads")] = 1,
+    batch_size: Annotated[int, typer.Option(help="samples per timed run")] = 1,
+    memory: Annotated[bool, typer.Option(help="measure peak memory in child processes")] = True,
+) -> None:
+    """Compare models on the same data: metrics, fidelity, latency, memory, size, ops."""
+    from kmot.evaluate import compare
+
+    try:
+        report = compare(list(models), data, baseline=baseline, metrics=metric or ("accuracy",),
+                         runs=runs, warmup=warmup, threads=threads, batch_size=batch_size,
+                         memory=memory)
+        paths = report.save(out)
+    except KmotError as err:
+        _fail(err)
+    report.print_table(console)
+    console.print(f"wrote {paths['json']}, {paths['markdown'].name}, {paths['html'].name}",
+                  soft_wrap=True)
+
+
+@app.command(name="gate")
+def gate_cmd(
+    report: Annotated[Path, typer.Argument(help="report.json (or the folder holding it)")],
+    budgets: Annotated[Path, typer.Option(help="budgets YAML file")],
+    candidate: Annotated[Optional[str], typer.Option(help="check only this candidate")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
+) -> None:
+    """Check a report against budgets: exit 0 if all pass, 1 if any fails, 2 on bad input."""
+    from kmot.evaluate import gate
+
+    try:
+        result = gate(report, budgets, candidate=candidate)
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(result.table())
+        for check in result.failures:
+            console.print(f"[bold red]FAIL[/] {check.candidate} {check.budget}: {check.detail}",
+                          soft_wrap=True)
+    raise typer.Exit(0 if result.passed else 1)
+
+
 def _import_quietly() -> None:
     """Imports Keras (and so TensorFlow) with its start-up log lines hidden."""
     from kmot._quiet import captured_output

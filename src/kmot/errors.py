@@ -14,6 +14,9 @@ __all__ = [
     "CalibrationDataError",
     "ConversionError",
     "InspectionError",
+    "EvaluationError",
+    "BudgetError",
+    "ReportError",
 ]
 
 
@@ -43,3 +46,15 @@ class ConversionError(KmotError, RuntimeError):
 
 class InspectionError(KmotError, ValueError):
     """A file or buffer is not a readable LiteRT flatbuffer."""
+
+
+class EvaluationError(KmotError, ValueError):
+    """Candidates, data or metrics given to `kmot.evaluate.compare` do not fit."""
+
+
+class BudgetError(KmotError, ValueError):
+    """A budgets file or dict for `kmot.evaluate.gate` is malformed."""
+
+
+class ReportError(KmotError, ValueError):
+    """A report file is missing, unreadable, or does not match the report schema."""

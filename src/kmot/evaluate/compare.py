@@ -1,0 +1,237 @@
+"""`compare`: run every candidate on the same data and hardware, measure, report."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+from kmot._quiet import captured_output
+from kmot.errors import EvaluationError
+from kmot.evaluate.data import load_data
+from kmot.evaluate.latency import summarize
+from kmot.evaluate.memory import measure_peak_memory, peak_rss_mb
+from kmot.evaluate.metrics import MetricLike, fidelity, resolve_metrics
+from kmot.evaluate.report import Report
+from kmot.evaluate.runners import candidate_name, make_runner
+from kmot.evaluate.schema import CandidateResult, MetricInfo, Settings
+
+__all__ = ["compare"]
+
+
+def _named(candidates: Any) -> dict[str, Any]:
+    if isinstance(candidates, Mapping):
+        named = {str(k): v for k, v in candidates.items()}
+    elif isinstance(candidates, Sequence) and not isinstance(candidates, (str, bytes)):
+        names = [candidate_name(m, i) for i, m in enumerate(candidates)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise EvaluationError(
+                f"Expected distinct candidate names. Received: {twice} more than once "
+                f"(names come from file stems or model names). Pass a dict "
+                f"{{name: model}} to name them."
+            )
+        named = dict(zip(names, candidates))
+    else:
+        named = {candidate_name(candidates, 0): candidates}
+    if not named:
+        raise EvaluationError(
+            "Expected at least one candidate (a .tflite/.keras path, flatbuffer bytes or "
+            "a keras.Model). Received: none"
+        )
+    return named
+
+
+def _check_options(**options: int) -> None:
+    for key, value in options.items():
+        least = 0 if key == "warmup" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise EvaluationError(
+                f"Expected {key} to be an int >= {least}. Received: {key}={value!r}"
+            )
+
+
+def _environment() -> dict[str, str]:
+    env = {"python": platform.python_version(), "platform": platform.platform(),
+           "machine": platform.machine(), "cpu_count": str(os.cpu_count())}
+    for dist in ("numpy", "ai-edge-litert", "keras", "tensorflow", "tensorflow-cpu"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            env[dist] = metadata.version(dist)
+    return env
+
+
+@contextlib.contextmanager
+def _progress(show: bool | None, total: int) -> Iterator[Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    enabled = console.is_terminal if show is None else show
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not enabled) as bar:
+        task = bar.add_task("evaluating", total=total)
+
+        def step(description: str, advance: int = 0) -> None:
+            bar.update(task, description=description, advance=advance)
+
+        yield step
+
+
+def compare(
+    candidates: Mapping[str, Any] | Sequence[Any],
+    data: Any,
+    *,
+    baseline: str | None = None,
+    metrics: Sequence[MetricLike] | Mapping[str, MetricLike] = ("accuracy",),
+    runs: int = 100,
+    warmup: int = 10,
+    threads: int = 1,
+    batch_size: int = 1,
+    memory: bool = True,
+    predict_batch_size: int = 64,
+    progress: bool | None = None,
+) -> Report:
+    """Runs every candidate on the same validation data and measures it.
+
+    Per candidate: task metrics and their delta vs the baseline; fidelity to the
+    baseline's outputs (argmax agreement, RMSE, KL); latency percentiles of one
+    invocation on the first `batch_size` samples; peak memory of an isolated
+    process net of an idle one; size (raw, gzip); op coverage of LiteRT files.
+
+    Args:
+        candidates: ``{name: model}`` or a list (named by file stem / model name).
+            A model is a ``.tflite`` path or flatbuffer bytes (run with the LiteRT
+            interpreter; integer I/O is (de)quantized automatically), or a
+            ``keras.Model`` / ``.keras`` path (run with Keras).
+        data: ``(x, y)`` (x: an array or a tuple of arrays, one per input; y:
+            labels or None), a dict, or an ``.npz`` path with ``x`` (or one array
+            per input name) and ``y``. Without labels no task metric is computed.
+        baseline: the candidate the others are compared with (default: the first).
+        metrics: names ("accuracy", "top5", "mae", "rmse"), callables
+            ``fn(y_true, y_pred) -> float``, or a dict ``{name: metric}``.
+        runs: timed invocations per candidate.
+        warmup: untimed invocations before timing.
+        threads: LiteRT interpreter threads (1: the most reproducible latency).
+        batch_size: samples per timed invocation.
+        memory: measure peak memory in child processes (a few seconds each).
+        predict_batch_size: batch used to compute outputs for metrics and fidelity.
+        progress: show a progress bar (default: when stderr is a terminal).
+
+    Returns:
+        A `Report`.
+
+    Raises:
+        EvaluationError: bad candidates, options, metrics, or data that does not
+            fit a candidate's inputs (checked for all before anything runs).
+
+    Example:
+        >>> report = compare({"float": "m.tflite", "int8": "m_int8.tflite"},
+        ...                  data=(x_val, y_val), baseline="float")  # doctest: +SKIP
+        >>> report.save("report/")                                   # doctest: +SKIP
+    """
+    _check_options(runs=runs, warmup=warmup, threads=threads, batch_size=batch_size,
+                   predict_batch_size=predict_batch_size)
+    named = _named(candidates)
+    baseline = next(iter(named)) if baseline is None else baseline
+    if baseline not in named:
+        raise EvaluationError(
+            f"Expected baseline to name a candidate: {list(named)}. Received: "
+            f"baseline={baseline!r}"
+        )
+    resolved = resolve_metrics(metrics)
+    dataset = load_data(data)
+    if dataset.y is None:
+        resolved = []
+    if dataset.num_samples < batch_size:
+        raise EvaluationError(
+            f"Latency is timed on the first batch_size samples. Expected at least "
+            f"{batch_size} samples. Received: {dataset.num_samples}. Lower batch_size."
+        )
+    steps = len(named) * (3 + memory)
+    with tempfile.TemporaryDirectory(prefix="kmot-evaluate-") as workdir, \
+            _progress(progress, steps) as step:
+        runners, inputs = {}, {}
+        for name, model in named.items():  # everything is checked before anything runs
+            step(f"{name}: loading")
+            with captured_output():  # the runtime's C++ "Created ... delegate" lines
+                runners[name] = make_runner(name, model, threads=threads)
+            inputs[name] = dataset.inputs_for(runners[name].specs, name)
+        ordered = [baseline, *(n for n in named if n != baseline)]
+        outputs, partial = {}, {}
+        for name in ordered:
+            outputs[name], partial[name] = _measure(
+                runners[name], inputs[name], dataset.y, resolved, step=step, workdir=workdir,
+                runs=runs, warmup=warmup, batch_size=batch_size,
+                predict_batch_size=predict_batch_size)
+            if name != baseline:
+                partial[name]["fidelity"] = fidelity(outputs[baseline][0], outputs[name][0],
+                                                     name=name)
+        if memory:  # after all timing, so child processes never overlap a timed loop
+            _measure_memory([runners[n] for n in ordered], partial, step=step, workdir=workdir,
+                            threads=threads, batch_size=batch_size)
+    base = partial[baseline]
+    results = [CandidateResult(
+        **p,
+        metric_deltas={k: v - base["metrics"][k] for k, v in p["metrics"].items()},
+        latency_ratio=p["latency"].p50_ms / max(base["latency"].p50_ms, 1e-9),
+    ) for p in (partial[n] for n in ordered)]
+    return Report(
+        kmot_version=_kmot_version(),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        environment=_environment(),
+        settings=Settings(runs=runs, warmup=warmup, threads=threads, batch_size=batch_size,
+                          num_samples=dataset.num_samples, memory=memory),
+        baseline=baseline,
+        primary_metric=resolved[0].name if resolved else None,
+        metrics=[MetricInfo(name=m.name, higher_is_better=m.higher_is_better)
+                 for m in resolved],
+        candidates=results,
+    )
+
+
+def _measure(runner: Any, x: list[Any], y: Any, metrics: list[Any], *, step: Any, workdir: str,
+             runs: int, warmup: int, batch_size: int,
+             predict_batch_size: int) -> tuple[list[Any], dict[str, Any]]:
+    """One candidate's outputs, and its measurements but fidelity and memory."""
+    step(f"{runner.name}: predicting {len(x[0])} samples", 1)
+    outputs = runner.predict(x, batch_size=predict_batch_size)
+    step(f"{runner.name}: timing {runs} runs", 1)
+    times = runner.time([a[:batch_size] for a in x], runs=runs, warmup=warmup)
+    measured = dict(
+        name=runner.name, kind=runner.kind, source=runner.source,
+        metrics={m.name: m(y, outputs[0]) for m in metrics}, fidelity=None,
+        latency=summarize(times), size=runner.size(workdir), ops=runner.ops(),
+        input_dtypes=runner.input_dtypes, output_dtypes=runner.output_dtypes,
+        notes=[], memory=None)
+    step(f"{runner.name}: measured", 1)
+    return outputs, measured
+
+
+def _measure_memory(runners: list[Any], partial: dict[str, dict[str, Any]], *, step: Any,
+                    workdir: str, threads: int, batch_size: int) -> None:
+    """Peak memory of each candidate; a failure becomes a note, not an error."""
+    idle: dict[str, float] = {}  # one idle process per runtime
+    for runner in runners:
+        step(f"{runner.name}: peak memory (child process)")
+        try:
+            if runner.kind not in idle:
+                idle[runner.kind] = peak_rss_mb(runner.kind, None, threads=threads)
+            partial[runner.name]["memory"] = measure_peak_memory(
+                runner.artifact(workdir), threads=threads, batch_size=batch_size,
+                idle_mb=idle[runner.kind])
+        except EvaluationError as err:
+            partial[runner.name]["notes"].append(f"peak memory not measured: {err}")
+        step(f"{runner.name}: peak memory measured", 1)
+
+
+def _kmot_version() -> str:
+    import kmot
+
+    return kmot.__version__
+

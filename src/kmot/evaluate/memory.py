@@ -1,0 +1,138 @@
+"""Peak memory of a model, measured in isolated processes.
+
+A child process imports the runtime, loads the model, runs it a few times on
+zeros and reports its peak resident set size (Linux: ``VmHWM``, the high-water
+mark of its own address space; elsewhere ``ru_maxrss``); a second, idle
+child imports the same runtime and does nothing else. Their difference is what
+the model costs on top of the runtime: weights (file pages touched through the
+runtime's mmap and any repacked copies), activation arenas and delegate state.
+
+- LiteRT: ``ai_edge_litert.interpreter.Interpreter(model_path=...)``, the way a
+  deployment loads a file; nothing from TensorFlow or Keras is imported.
+- Keras: ``keras`` plus ``kmot.core`` (so kmot's layers load), then
+  ``keras.saving.load_model`` and eager calls.
+
+Figures are in MB (10^6 bytes), comparable with file sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kmot.errors import EvaluationError
+from kmot.evaluate.schema import MemoryStats
+
+__all__ = ["measure_peak_memory", "peak_rss_mb"]
+
+_CHILD = r"""
+import json, resource, sys
+kind, path, threads, runs, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+import numpy as np
+if kind == "tflite":
+    from ai_edge_litert.interpreter import Interpreter
+    if path:
+        it = Interpreter(model_path=path, num_threads=threads)
+        it.allocate_tensors()
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        for _ in range(runs):
+            it.invoke()
+else:
+    import keras
+    import kmot.core
+    if path:
+        model = keras.saving.load_model(path, compile=False)
+        xs = [np.zeros([batch if d is None else d for d in t.shape], t.dtype)
+              for t in model.inputs]
+        for _ in range(runs):
+            out = model(xs[0] if len(xs) == 1 else xs, training=False)
+            keras.tree.map_structure(keras.ops.convert_to_numpy, out)
+try:  # Linux: this process's own high-water mark (see _peak_note)
+    with open("/proc/self/status") as f:
+        kib = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    peak = kib * 1024
+except (OSError, StopIteration):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = rss if sys.platform == "darwin" else rss * 1024  # macOS: bytes, else KiB
+print(json.dumps({"bytes": peak}))
+"""
+# _peak_note: on Linux, ru_maxrss of a child is at least its parent's RSS at fork
+# time (exec keeps the old address space's high-water mark in the process's
+# signal struct), so a child of a large Python process would report the parent's
+# size. VmHWM belongs to the address space exec created, so it is the child's own.
+
+
+def peak_rss_mb(kind: str, path: str | os.PathLike | None, *, threads: int = 1,
+                runs: int = 5, batch_size: int = 1, timeout: float = 600) -> float:
+    """Peak RSS, in MB, of a fresh process that loads and runs one model.
+
+    With ``path=None`` the process only imports the runtime (the idle figure).
+
+    Raises:
+        EvaluationError: the child process failed (its last error line is quoted).
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = [sys.executable, "-c", _CHILD, kind, os.fspath(path) if path else "",
+            str(threads), str(runs), str(batch_size)]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        raise EvaluationError(
+            f"Measuring peak memory of {path or 'the idle runtime'} took over {timeout:.0f} "
+            "s. Expected a model that loads and runs in a few seconds. Received: a "
+            "timeout. Skip the measurement with memory=False (--no-memory)."
+        ) from err
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EvaluationError(
+            f"A child process could not load and run {path or 'the idle runtime'} to "
+            f"measure peak memory. Expected it to exit 0. Received: exit code "
+            f"{done.returncode}, {reason}. If the model uses custom layers registered "
+            "only in your process, skip the measurement with memory=False."
+        )
+    return json.loads(lines[-1])["bytes"] / 1e6
+
+
+def measure_peak_memory(
+    model: str | os.PathLike,
+    *,
+    threads: int = 1,
+    runs: int = 5,
+    batch_size: int = 1,
+    idle_mb: float | None = None,
+) -> MemoryStats:
+    """Peak memory of a process that loads and runs `model`, net of an idle one.
+
+    Args:
+        model: a ``.tflite`` or ``.keras`` file.
+        threads: interpreter threads (LiteRT).
+        runs: invocations on zeros after loading.
+        batch_size: batch of the zeros (Keras models with a free batch axis).
+        idle_mb: a known idle figure for this runtime (skips the idle child).
+
+    Returns:
+        A `MemoryStats` with peak, idle and net MB.
+
+    Raises:
+        EvaluationError: not a .tflite/.keras file, or a child process failed.
+
+    Example:
+        >>> measure_peak_memory("model.tflite").net_mb  # doctest: +SKIP
+        3.9
+    """
+    suffix = Path(model).suffix
+    if suffix not in (".tflite", ".keras"):
+        raise EvaluationError(
+            f"Expected a .tflite or .keras file to measure. Received: {Path(model).name}"
+        )
+    kind = suffix[1:]
+    if idle_mb is None:
+        idle_mb = peak_rss_mb(kind, None, threads=threads)
+    peak = peak_rss_mb(kind, model, threads=threads, runs=runs, batch_size=batch_size)
+    return MemoryStats(peak_mb=round(peak, 3), idle_mb=round(idle_mb, 3),
+                       net_mb=round(peak - idle_mb, 3))

@@ -1,0 +1,147 @@
+"""Report rendering: the summary table's rows, Markdown, and self-contained HTML."""
+
+from __future__ import annotations
+
+import html as _html
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kmot.evaluate.report import Report
+    from kmot.evaluate.schema import CandidateResult
+
+__all__ = ["summary_rows", "markdown", "html", "human_bytes"]
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.23MB' (powers of 1000, like the memory figures)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n} GB"  # pragma: no cover
+
+
+def _metric_cell(c: CandidateResult, name: str, baseline: str) -> str:
+    value = c.metrics.get(name)
+    if value is None:
+        return "-"
+    if c.name == baseline or name not in c.metric_deltas:
+        return f"{value:.4f}"
+    return f"{value:.4f} ({c.metric_deltas[name]:+.4f})"
+
+
+def _ops_cell(c: CandidateResult) -> str:
+    if c.ops is None:
+        return "-"
+    return f"{c.ops.int8 + c.ops.int16}/{c.ops.float}/{c.ops.fallback}"
+
+
+def summary_rows(report: Report, part: str = "all") -> tuple[list[str], list[list[str]]]:
+    """Headers and string rows of the summary table shared by every renderer.
+
+    `part` is "quality" (metrics, fidelity), "cost" (latency, memory, size, ops)
+    or "all"; the terminal prints the two halves as two tables to fit its width.
+    """
+    quality = [*[m.name for m in report.metrics], "agreement", "KL"]
+    cost = ["p50 ms", "p90 ms", "p99 ms", "p50 vs base", "memory MB", "size", "gzip",
+            "ops int/float/fallback"]
+    headers = ["candidate", "kind", *quality, *cost]
+    rows = []
+    for c in report.candidates:
+        f = c.fidelity
+        rows.append([
+            c.name + (" (baseline)" if c.name == report.baseline else ""),
+            c.kind,
+            *[_metric_cell(c, m.name, report.baseline) for m in report.metrics],
+            "-" if f is None or f.argmax_agreement is None else f"{f.argmax_agreement:.2%}",
+            "-" if f is None or f.kl_divergence is None else f"{f.kl_divergence:.2g}",
+            f"{c.latency.p50_ms:.3f}", f"{c.latency.p90_ms:.3f}", f"{c.latency.p99_ms:.3f}",
+            f"{c.latency_ratio:.3g}x",
+            "-" if c.memory is None else f"{c.memory.net_mb:.1f}",
+            human_bytes(c.size.bytes), human_bytes(c.size.gzip_bytes), _ops_cell(c),
+        ])
+    if part == "all":
+        return headers, rows
+    keep = [0] + [i for i, h in enumerate(headers) if h in (quality if part == "quality" else cost)]
+    if part == "quality":
+        keep.insert(1, 1)  # the kind
+    return [headers[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+
+def _settings_line(report: Report) -> str:
+    s = report.settings
+    return (f"{s.num_samples} validation samples; latency: {s.runs} runs after {s.warmup} "
+            f"warm-up, batch {s.batch_size}, {s.threads} thread(s); peak memory "
+            f"{'net of an idle process' if s.memory else 'not measured'}. "
+            f"Created {report.created} with kmot {report.kmot_version}.")
+
+
+def markdown(report: Report) -> str:
+    """The report as Markdown: settings, the summary table, op fallbacks, notes."""
+    headers, rows = summary_rows(report)
+    lines = [f"# kmot evaluation: {len(report.candidates)} candidate(s), baseline "
+             f"`{report.baseline}`", "", _settings_line(report), "",
+             "| " + " | ".join(headers) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += ["", "Deltas in parentheses are vs the baseline. Agreement: argmax agreement "
+              "with the baseline; KL: KL(baseline || candidate). Memory: peak RSS of a "
+              "process running the model minus an idle one."]
+    extra = [(c.name, op) for c in report.candidates if c.ops for op in c.ops.fallback_ops]
+    if extra:
+        lines += ["", "## Float fallback ops", ""] + [f"- {n}: {op}" for n, op in extra]
+    notes = [(c.name, n) for c in report.candidates for n in c.notes]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}: {text}" for n, text in notes]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1f2328}
+table{border-collapse:collapse;font-size:.9rem;margin:1rem 0}
+th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+th{background:#f6f8fa;white-space:normal}
+.scroll{overflow-x:auto}
+.plots{display:flex;flex-wrap:wrap;gap:1.5rem}
+figure{margin:0;border:1px solid #d0d7de;padding:.5rem}
+figure svg{width:560px;height:auto;display:block}
+.meta{color:#57606a;font-size:.85rem}
+"""
+
+
+def html(report: Report) -> str:
+    """The report as one HTML page with inline CSS and inline SVG plots."""
+    from kmot.evaluate import plots
+
+    esc = _html.escape
+    headers, rows = summary_rows(report)
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    env = ", ".join(f"{esc(k)} {esc(v)}" for k, v in sorted(report.environment.items()))
+    figures = "".join(
+        f'<figure id="{fid}"><figcaption>{esc(caption)}</figcaption>{svg}</figure>'
+        for fid, caption, svg in (
+            ("plot-accuracy-size", "Task metric vs compressed size", plots.metric_vs_size(report)),
+            ("plot-latency", "Latency distribution", plots.latency_distribution(report)),
+        ))
+    fallbacks = "".join(f"<li>{esc(c.name)}: {esc(op)}</li>" for c in report.candidates
+                        if c.ops for op in c.ops.fallback_ops)
+    notes = "".join(f"<li>{esc(c.name)}: {esc(n)}</li>" for c in report.candidates for n in c.notes)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>kmot evaluation: baseline {esc(report.baseline)}</title>"
+        f"<style>{_CSS}</style></head><body>"
+        f"<h1>kmot evaluation</h1><p class=\"meta\">{esc(_settings_line(report))}</p>"
+        f"<div class=\"scroll\"><table id=\"summary\"><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+        "<p class=\"meta\">Deltas in parentheses are vs the baseline. Agreement: argmax "
+        "agreement with the baseline; KL: KL(baseline || candidate). Memory: peak RSS of a "
+        "process running the model minus an idle one. Ops: integer / float / float "
+        "fallbacks inside a quantized graph.</p>"
+        f"<div class=\"plots\">{figures}</div>"
+        + (f"<h2>Float fallback ops</h2><ul>{fallbacks}</ul>" if fallbacks else "")
+        + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
+        + f"<p class=\"meta\">Environment: {env}. Schema {esc(report.schema_version)}.</p>"
+        "</body></html>\n"
+    )

@@ -1,0 +1,141 @@
+"""The versioned data model of an evaluation report, and its JSON schema.
+
+`report.json` is a dump of these pydantic models; the JSON schema published for
+consumers (CI scripts, dashboards) is generated from the same models, so the two
+cannot drift. `SCHEMA_VERSION` is "MAJOR.MINOR": a minor bump only adds optional
+fields, a major bump means older readers must refuse the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CandidateResult",
+    "Fidelity",
+    "LatencyStats",
+    "MemoryStats",
+    "MetricInfo",
+    "OpCoverage",
+    "Settings",
+    "SizeStats",
+]
+
+SCHEMA_VERSION = "1.0"
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo in a hand-edited report must not pass silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricInfo(_Model):
+    """A task metric's name and which direction is better."""
+
+    name: str
+    higher_is_better: bool = True
+
+
+class Settings(_Model):
+    """How the candidates were measured."""
+
+    runs: int = Field(description="timed invocations per candidate")
+    warmup: int = Field(description="untimed invocations before timing")
+    threads: int = Field(description="interpreter threads (LiteRT candidates)")
+    batch_size: int = Field(description="samples per timed invocation")
+    num_samples: int = Field(description="validation samples every candidate ran on")
+    memory: bool = Field(description="whether peak memory was measured")
+
+
+class LatencyStats(_Model):
+    """Latency of one invocation, in milliseconds, over `runs` timed runs."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    samples_ms: list[float] = Field(description="every timed run, in order")
+
+
+class MemoryStats(_Model):
+    """Peak resident memory (max RSS) of isolated processes, in MB (10^6 bytes).
+
+    `peak_mb` is a process that loads and runs the model; `idle_mb` one that
+    imports the same runtime and nothing else; `net_mb` their difference.
+    """
+
+    peak_mb: float
+    idle_mb: float
+    net_mb: float
+
+
+class SizeStats(_Model):
+    """The artifact's size on disk, raw and gzip -9 compressed."""
+
+    bytes: int
+    gzip_bytes: int
+
+
+class OpCoverage(_Model):
+    """Ops of a LiteRT file by the type they compute in (see kmot.export.inspect).
+
+    `fallback` counts float compute ops left inside an integer-quantized graph.
+    """
+
+    total: int
+    int8: int
+    int16: int
+    float: int
+    quantize: int = Field(description="QUANTIZE and DEQUANTIZE ops")
+    other: int = Field(description="ops on int32/bool tensors only (shape math)")
+    fallback: int
+    fallback_ops: list[str] = Field(default_factory=list)
+    is_quantized: bool
+
+
+class Fidelity(_Model):
+    """How closely a candidate's first output follows the baseline's.
+
+    Both outputs are read as logits (softmax applied) unless the baseline's rows
+    are already probabilities (in [0, 1], summing to about 1); then both are read
+    as probabilities. `kl_divergence` is KL(baseline || candidate) in nats, the
+    mean over samples. `argmax_agreement` and `kl_divergence` are None for
+    outputs whose last axis has one unit (no classes to compare).
+    """
+
+    argmax_agreement: float | None
+    output_rmse: float
+    kl_divergence: float | None
+
+
+class CandidateResult(_Model):
+    """Everything measured for one candidate."""
+
+    name: str
+    kind: Literal["tflite", "keras"]
+    source: str | None = Field(description="the file it was loaded from, if any")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    metric_deltas: dict[str, float] = Field(
+        default_factory=dict, description="metric minus the baseline's")
+    fidelity: Fidelity | None = Field(description="None for the baseline itself")
+    latency: LatencyStats
+    latency_ratio: float = Field(description="p50 divided by the baseline's p50")
+    memory: MemoryStats | None
+    size: SizeStats
+    ops: OpCoverage | None = Field(description="None for Keras candidates")
+    input_dtypes: list[str]
+    output_dtypes: list[str]
+    notes: list[str] = Field(default_factory=list)
+
+
+def schema_extra(schema: dict[str, Any]) -> None:
+    """Stamps the generated schema with its identity and version."""
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"urn:kmot:evaluate:report:{SCHEMA_VERSION}"
+    schema["title"] = f"kmot evaluation report, schema {SCHEMA_VERSION}"
