@@ -163,30 +163,60 @@ def strip(
     model: keras.Model,
     *,
     wrappers: Callable[[OptimizedLayer], bool] | None = None,
+    transforms: Callable[[Any], bool] | None = None,
 ) -> keras.Model:
-    """Replaces `OptimizedLayer`s by their plain inner layers holding final weights.
+    """Bakes transforms into the weights and removes the wrappers they leave empty.
 
-    Each weight's final value is its transform chain's `strip` result (e.g. a
+    Each stripped transform's `strip` result becomes the weight's value (e.g. a
     pruned kernel with exact zeros). Stripping a model with no wrapper returns a
     plain copy, so stripping twice is harmless.
 
     Args:
         model: a Sequential or Functional model.
         wrappers: predicate choosing which wrappers to strip (default: all).
+        transforms: predicate choosing which transforms to strip (default: all).
+            The transforms kept must end each chain (e.g. strip clustering, keep
+            the fake quantization after it); a wrapper keeps them, with their state.
 
     Returns:
         A new model of the original architecture.
 
+    Raises:
+        TransformError: a kept transform comes before a stripped one.
+
     Example:
         >>> plain = strip(model)  # doctest: +SKIP
     """
+    from kmot.errors import TransformError
+
     choose = wrappers or (lambda w: True)
+    baked = transforms or (lambda t: True)
 
     def replace(layer):
         if not isinstance(layer, OptimizedLayer) or not choose(layer):
             return None
+        kept = {}
+        for key, chain in layer.transforms.items():
+            flags = [baked(t) for t in chain]
+            if flags != sorted(flags, reverse=True):
+                raise TransformError(
+                    f"Layer '{layer.layer.name}': the transforms kept must come after the ones "
+                    f"stripped. Received: chain {chain} for weight '{key}'"
+                )
+            if not all(flags):
+                kept[key] = [t for t, f in zip(chain, flags) if not f]
         inner = clone_layer(layer.layer)
-        inner.set_weights(layer.stripped_weights())
-        return inner
+        inner.set_weights(layer.stripped_weights(keep=lambda t: not baked(t)))
+        if not kept:
+            return inner
+        fresh = {k: [keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(t))
+                     for t in chain] for k, chain in kept.items()}
+        new = OptimizedLayer(inner, fresh, name=layer.name)
+        new.build_from_config(layer.get_build_config())
+        for key, chain in kept.items():
+            for old_t, new_t in zip(chain, fresh[key]):
+                for src, dst in zip(layer.transform_variables(old_t), new.transform_variables(new_t)):
+                    dst.assign(src.value)
+        return new
 
     return clone_model(model, replace=replace)

@@ -47,6 +47,7 @@ class _ChainIndex:
 
     def __init__(self):
         self.by_var: dict[int, list[WeightTransform]] = {}
+        self.variables: dict[int, list] = {}
 
 
 def _variable_name(key: str, index: int, name: str) -> str:
@@ -140,16 +141,24 @@ class OptimizedLayer(keras.layers.Wrapper):
             self._index.by_var[id(variables[key])] = chain
 
     def _build_one(self, key, index, transform, variable):
+        created = self._index.variables.setdefault(id(transform), [])
+
         def add_weight(name, shape, *, initializer="zeros", dtype=None, trainable=False):
-            return self.add_weight(
+            var = self.add_weight(
                 name=_variable_name(key, index, name),
                 shape=tuple(shape),
                 initializer=initializer,
                 dtype=dtype or variable.dtype,
                 trainable=trainable,
             )
+            created.append(var)
+            return var
 
         transform.build(variable, add_weight)
+
+    def transform_variables(self, transform: WeightTransform) -> list[keras.Variable]:
+        """The state variables `transform` created in this wrapper, in creation order."""
+        return list(self._index.variables.get(id(transform), []))
 
     def add_transform(self, key: str, transform: WeightTransform) -> None:
         """Appends `transform` to the chain of weight `key` (building it if needed)."""

@@ -298,7 +298,8 @@ def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
 
 def _prepare_quantization_aware(model, quantize):
     """QAT models: int8 from their own ranges; weight-only QAT: stripped for int16x8."""
-    from kmot.quantization import is_qat_model, is_weight_qat_model
+    from kmot.core import find_wrappers, strip
+    from kmot.quantization import FakeQuantTransform, is_qat_model, is_weight_qat_model
 
     if is_qat_model(model):
         if quantize not in (None, "int8"):
@@ -307,6 +308,12 @@ def _prepare_quantization_aware(model, quantize):
                 "ranges it learned. Expected quantize=None or 'int8'. "
                 f"Received: quantize={quantize!r}"
             )
+        fake_quant = lambda t: isinstance(t, FakeQuantTransform)  # noqa: E731
+        if any(not fake_quant(t) for w in find_wrappers(model)
+               for chain in w.transforms.values() for t in chain):
+            # Bake masks and clusters into the weights: the converter then sees
+            # constant weights under FakeQuant, not the ops that computed them.
+            model = strip(model, transforms=lambda t: not fake_quant(t))
         return model, "int8", True
     if is_weight_qat_model(model):
         if quantize not in ("int16x8", "int8"):
@@ -316,8 +323,6 @@ def _prepare_quantization_aware(model, quantize):
                 "quantize='int16x8' with representative_data. "
                 f"Received: quantize={quantize!r}"
             )
-        from kmot.core import strip
-
         return strip(model), quantize, False  # weights land on their int8 grid
     return model, quantize, False
 

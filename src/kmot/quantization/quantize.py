@@ -11,6 +11,7 @@ import numpy as np
 from keras import tree
 
 from kmot.core import OptimizedLayer, clone_layer, clone_model, is_graph_model
+from kmot.core.wrapper import weight_key
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.errors import KmotError
 from kmot.quantization.fold import fold_batch_norms
@@ -131,6 +132,8 @@ def quantize_model(
     config: Mapping[str, Any] | None = None,
     strict: bool = False,
     fold_batch_norm: bool = True,
+    preserve_sparsity: bool = False,
+    preserve_clusters: bool = False,
 ) -> keras.Model:
     """Prepares a model for quantization-aware training (QAT) for LiteRT.
 
@@ -153,6 +156,13 @@ def quantize_model(
         config: per-layer control: ``{"name": "skip"}`` or a `QuantizeRule`.
         strict: raise instead of warning when a layer cannot be quantized.
         fold_batch_norm: fold BatchNormalization into the preceding layer.
+        preserve_sparsity: weights that are exactly zero (a stripped pruned model)
+            stay zero through training and into the int8 file (PQAT).
+        preserve_clusters: a weight with at most `MAX_PRESERVED_CLUSTERS` distinct
+            values (a stripped clustered model) keeps sharing them: its values
+            become trainable centroids (CQAT; with `preserve_sparsity`, PCQAT).
+            Wrappers still carrying pruning or clustering transforms keep them
+            in any case.
 
     Returns:
         A new model to fine-tune, then export with `kmot.export.to_litert`.
@@ -189,7 +199,9 @@ def quantize_model(
         if strict:
             raise QuantizationError(f"strict=True: {message} Received: strict=True")
         warnings.warn(message, stacklevel=2)
-    return _rewrite(work, rules, split, fused, quantize_activations=scheme == "int8")
+    preserve = _Preserve(preserve_sparsity, preserve_clusters)
+    return _rewrite(work, rules, split, fused, quantize_activations=scheme == "int8",
+                    preserve=preserve)
 
 
 @keras.saving.register_keras_serializable(package="kmot")
@@ -276,7 +288,34 @@ def _split_separable(layer, quantizer):
         if l.name in replaced else None))
 
 
-def _rewrite(model, rules, split, fused, *, quantize_activations):
+#: The most distinct values a weight may have for `preserve_clusters` to keep them.
+MAX_PRESERVED_CLUSTERS = 256
+
+
+class _Preserve:
+    """The transforms that keep a weight's zeros and clusters ahead of fake quant."""
+
+    def __init__(self, sparsity: bool, clusters: bool):
+        self.sparsity, self.clusters = sparsity, clusters
+
+    def transforms(self, variable) -> list:
+        from kmot.clustering import ClusterTransform
+        from kmot.sparsity import KeepZerosTransform
+
+        values = np.asarray(variable.numpy())
+        zeros = bool(np.any(values == 0))
+        distinct = np.unique(values)
+        if self.clusters and distinct.size <= MAX_PRESERVED_CLUSTERS:
+            # With as many clusters as distinct values, the centroids start exactly
+            # on those values (whatever the init); a preserved zero is one of them.
+            return [ClusterTransform(max(distinct.size, 2), init="linear",
+                                     preserve_sparsity=self.sparsity and zeros)]
+        if self.sparsity and zeros:
+            return [KeepZerosTransform()]
+        return []
+
+
+def _rewrite(model, rules, split, fused, *, quantize_activations, preserve):
     top_inputs = {t.name for t in model.inputs}
     input_quantizers: dict[str, Any] = {}
     used: set[str] = {layer.name for layer in walk_layers(model)}
@@ -304,7 +343,11 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
         if inner.name in split:
             inner.activation = keras.activations.get("linear")
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
+        variables = {weight_key(inner, v): v for v in inner.weights}
         for key, axis in rule.weights.items():
+            if key not in wrapper.transforms and key in variables:
+                for transform in preserve.transforms(variables[key]):
+                    wrapper.add_transform(key, transform)
             wrapper.add_transform(key, FakeQuantTransform(num_bits=8, axis=axis))
         return wrapper
 

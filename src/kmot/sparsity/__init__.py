@@ -16,10 +16,11 @@ from kmot.sparsity.summary import (
     check_tflite_pattern,
     summary,
 )
-from kmot.sparsity.transform import PruneTransform
+from kmot.sparsity.transform import KeepZerosTransform, PruneTransform
 
 __all__ = [
     "PRUNABLE_WEIGHTS",
+    "KeepZerosTransform",
     "ConstantSparsity",
     "PatternCheck",
     "PolynomialDecay",
