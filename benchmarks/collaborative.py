@@ -1,0 +1,82 @@
+"""Collaborative optimization on the digits protocol (../shared/BENCHMARKS.md, task D).
+
+prune (80%, global allocation) -> strip; cluster (16, k-means++) -> strip;
+prune -> strip -> cluster (16, preserving sparsity) -> strip; then QAT preserving
+what each put in the weights (PQAT, CQAT, PCQAT), 5 fine-tuning epochs per step,
+exported to int8 LiteRT. Prints JSON lines with accuracy, bytes, gzip bytes, and
+what `inspect` finds in the int8 file: max unique int8 values per channel of each
+kernel, and the share of the pruned zeros still zero.
+
+    python benchmarks/collaborative.py [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import BATCH, FINETUNE_EPOCHS, compile_for_digits, finetune_steps, litert_metrics  # noqa: E402
+
+
+def run_seed(seed: int) -> None:
+    import keras
+    import numpy as np
+
+    from kmot import clustering, quantization, sparsity
+    from kmot.demo import train_digits_baseline
+    from kmot.export import inspect, to_litert
+
+    base, (x_train, y_train, x_test, y_test) = train_digits_baseline(seed=seed)
+
+    def finetune(model):
+        keras.utils.set_random_seed(seed)
+        compile_for_digits(model).fit(x_train, y_train, batch_size=BATCH,
+                                      epochs=FINETUNE_EPOCHS, verbose=0)
+        return model
+
+    steps = finetune_steps(len(x_train))
+    schedule = sparsity.PolynomialDecay(0.0, 0.8, 0, int(0.7 * steps), frequency=max(1, steps // 20))
+    pruned = sparsity.strip_pruning(finetune(sparsity.prune_low_magnitude(
+        base, pruning_schedule=schedule, sparsity_allocation="global")))
+    clustered = clustering.strip_clustering(finetune(clustering.cluster_weights(
+        base, number_of_clusters=16)))
+    both = clustering.strip_clustering(finetune(clustering.cluster_weights(
+        pruned, number_of_clusters=16, preserve_sparsity=True)))
+    rows = {"PQAT": (pruned, {"preserve_sparsity": True}),
+            "CQAT": (clustered, {"preserve_clusters": True}),
+            "PCQAT": (both, {"preserve_sparsity": True, "preserve_clusters": True})}
+    targets = {"PQAT": (0.98, 29_827), "CQAT": (0.98, 21_310), "PCQAT": (0.975, None)}
+    gz = {}
+    for name, (source, kwargs) in rows.items():
+        qat = finetune(quantization.quantize_model(source, **kwargs))
+        content = to_litert(qat)
+        info = inspect(content)
+        kernels = [w for w in info.weights if not w.is_bias]
+        source_zeros = sum(int(np.sum(l.kernel.numpy() == 0)) for l in source.layers if hasattr(l, "kernel"))
+        line = {"benchmark": "collaborative_digits", "seed": seed, "variant": name,
+                **litert_metrics(content, x_test, y_test),
+                "float_ops": len(info.float_ops_between_io()),
+                "max_unique_per_channel": [w.max_unique_per_channel for w in kernels],
+                "zeros_kept": round(sum(w.zeros for w in kernels) / source_zeros, 4) if source_zeros else None}
+        gz[name] = line["gzip_bytes"]
+        acc, size = targets[name]
+        line["pass"] = line["accuracy"] >= acc and (size is None or line["gzip_bytes"] <= size)
+        if name == "PCQAT":
+            line["pass"] = line["pass"] and gz["PCQAT"] < min(gz["PQAT"], gz["CQAT"])
+        print(json.dumps(line), flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = parser.parse_args()
+    for seed in args.seeds:
+        run_seed(seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
