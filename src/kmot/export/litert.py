@@ -131,10 +131,15 @@ def _denylisted_nodes(calibrated: bytes, model: keras.Model, keep_float: Sequenc
             f"keep_float names layers the model does not have. Expected names from "
             f"{sorted(names)}. Received: {unknown}"
         )
+    info = inspect(calibrated)
+    # Output tensors carry no layer scope: they are named after the model's outputs.
+    output_layers = {t.name: t_keras._keras_history.operation.name
+                     for t, t_keras in zip(info.outputs, model.outputs)}
     nodes, matched = [], set()
-    for op in inspect(calibrated).ops:
+    for op in info.ops:
         for t in op.outputs:
-            hit = set(layers_of_tensor(t.name, names, model.name)) & set(keep_float)
+            found = layers_of_tensor(t.name, names, model.name) or [output_layers.get(t.name)]
+            hit = set(found) & set(keep_float)
             if hit:
                 nodes.append(t.name)
                 matched |= hit
