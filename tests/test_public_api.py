@@ -13,6 +13,7 @@ PUBLIC = {
                "QUANTIZE_MODES", "calibration_samples", "input_specs", "inspect", "load_model",
                "quantization_error", "to_litert", "write_atomic"],
     "data": ["digits", "digits_cnn", "mnist1d"],
+    "recipes": ["PipelineResult", "Recipe", "RecipeError", "load_recipe", "optimize"],
     "clustering": ["CENTROID_INITS", "ClusterSummary", "ClusterTransform", "WeightClusters",
                    "cluster_weights", "clusterable_weights", "init_centroids", "strip_clustering",
                    "summary"],

@@ -14,13 +14,31 @@ from kmot.errors import KmotError
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
-    "clustering", "core", "data", "errors", "evaluate", "export", "quantization", "sparsity",
+    "clustering",
+    "core",
+    "data",
+    "errors",
+    "evaluate",
+    "export",
+    "quantization",
+    "recipes",
+    "sparsity",
 )
 
 __all__ = ["KmotError", "__version__", *_SUBPACKAGES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kmot import clustering, core, data, errors, evaluate, export, quantization, sparsity
+    from kmot import (  # noqa: F401
+        clustering,
+        core,
+        data,
+        errors,
+        evaluate,
+        export,
+        quantization,
+        recipes,
+        sparsity,
+    )
 
 
 def __getattr__(name: str):

@@ -246,6 +246,37 @@ def gate_cmd(
     raise typer.Exit(0 if result.passed else 1)
 
 
+@app.command()
+def optimize(
+    model: Annotated[Path, typer.Argument(help="baseline Keras model (.keras)")],
+    recipe: Annotated[Path, typer.Option(help="recipe YAML")],
+    data: Annotated[Path, typer.Option(help="training .npz (arrays x, y)")],
+    val: Annotated[Path, typer.Option(help="validation .npz (arrays x, y)")],
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("kmot-out"),
+    registry_root: Annotated[Optional[Path], typer.Option(help="registry folder")] = None,
+) -> None:
+    """Run a recipe: fine-tuning steps, export, evaluation, gate, registry (resumable)."""
+    from kmot.recipes import optimize as run_recipe
+
+    try:
+        result = run_recipe(model, recipe, train_data=data, val_data=val, out_dir=out,
+                            registry_root=registry_root)
+    except KmotError as err:
+        _fail(err)
+    reused = sum(s["reused"] for s in result.steps)
+    console.print(f"steps: {len(result.steps)} ({reused} reused) -> {result.tflite}")
+    if result.report is not None:
+        result.report.print_table()
+        console.print(f"report: {out / 'report' / 'report.html'}")
+    if result.gate is not None:
+        verdict = "[green]passed[/]" if result.gate.passed else "[red]failed[/]"
+        console.print(f"gate: {verdict}")
+    if result.registered is not None:
+        console.print(f"registered {result.registered.name} v{result.registered.version}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 def _import_quietly() -> None:
     """Imports Keras (and so TensorFlow) with its start-up log lines hidden."""
     from kmot._quiet import captured_output

@@ -1,0 +1,224 @@
+"""Running a recipe: fine-tuning steps, export, evaluation, gate, registry.
+
+Every finished step leaves its model in ``out/steps/NN_kind.keras`` with a key
+(a hash of its input model, its own options, the training settings and the
+seed); running the recipe again reuses each step whose key still matches, so a
+change to step 3 re-runs steps 3 and after only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kmot.recipes.schema import Recipe, RecipeError, load_recipe
+
+__all__ = ["optimize", "PipelineResult"]
+
+
+@dataclass
+class PipelineResult:
+    """What a recipe run produced."""
+
+    model: Any
+    tflite: Path
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    report: Any = None
+    gate: Any = None
+    registered: Any = None
+
+    @property
+    def passed(self) -> bool:
+        return self.gate is None or bool(self.gate.passed)
+
+
+def _xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file():
+            raise RecipeError(f"No such {what} file. Expected an .npz with arrays x and y. Received: {path}")
+        with np.load(path) as npz:
+            if not {"x", "y"} <= set(npz.files):
+                raise RecipeError(
+                    f"The {what} file must hold arrays named 'x' and 'y'. Received: {sorted(npz.files)}")
+            return npz["x"], npz["y"]
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    raise RecipeError(f"Expected {what} as (x, y) or an .npz path. Received: {type(data).__name__}")
+
+
+def _model_key(model) -> str:
+    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def _compile(model, recipe: Recipe):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(recipe.training.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=recipe.training.from_logits),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class _EpochProgress:
+    """A Keras callback advancing a rich progress task by one per epoch."""
+
+    def __new__(cls, advance: Callable[[], None]):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                advance()
+
+        return Callback()
+
+
+def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
+    from kmot import clustering, quantization, sparsity
+
+    epochs = step.epochs or recipe.training.epochs
+    batch = recipe.training.batch_size
+    fit = dict(batch_size=batch, epochs=epochs, verbose=0, callbacks=[_EpochProgress(advance)])
+    if step.kind == "prune":
+        steps = epochs * int(np.ceil(len(x) / batch))
+        schedule = sparsity.PolynomialDecay(
+            step.initial_sparsity, step.final_sparsity, begin_step=0,
+            end_step=max(1, int(step.end_fraction * steps)), frequency=max(1, steps // step.updates))
+        wrapped = sparsity.prune_low_magnitude(
+            model, pruning_schedule=schedule, sparsity_allocation=step.allocation,
+            sparsity_m_by_n=step.sparsity_m_by_n)
+        _compile(wrapped, recipe).fit(x, y, **fit)
+        return sparsity.strip_pruning(wrapped)
+    if step.kind == "cluster":
+        wrapped = clustering.cluster_weights(
+            model, number_of_clusters=step.number_of_clusters, cluster_centroids_init=step.init,
+            preserve_sparsity=step.preserve_sparsity, cluster_per_channel=step.per_channel)
+        _compile(wrapped, recipe).fit(x, y, **fit)
+        return clustering.strip_clustering(wrapped)
+    if step.kind == "quantize":
+        qat = quantization.quantize_model(
+            model, scheme=step.scheme, preserve_sparsity=step.preserve_sparsity,
+            preserve_clusters=step.preserve_clusters)
+        _compile(qat, recipe).fit(x, y, **fit)
+        return qat
+    from kmot import distillation  # step.kind == "distill"
+
+    teacher = baseline if step.teacher == "baseline" else _load(step.teacher)
+    _compile(model, recipe)
+    return distillation.distill(model, teacher, x, y, epochs=epochs, batch_size=batch,
+                                temperature=step.temperature, alpha=step.alpha,
+                                callbacks=fit["callbacks"])
+
+
+def _load(path):
+    from kmot.export import load_model
+
+    return load_model(path)
+
+
+def optimize(
+    model: Any,
+    recipe: Any,
+    *,
+    train_data: Any,
+    val_data: Any,
+    out_dir: str | os.PathLike,
+    registry_root: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> PipelineResult:
+    """Runs a recipe on a baseline model: steps, export, evaluate, gate, register.
+
+    Args:
+        model: the baseline: a Keras model or a ``.keras`` path.
+        recipe: a recipe YAML path or dict (see `kmot.recipes.schema`).
+        train_data: (x, y) or an ``.npz`` with arrays ``x`` and ``y``, for fine-tuning
+            and calibration.
+        val_data: the same, for evaluation.
+        out_dir: where steps, ``model.tflite``, ``baseline.tflite`` and the report go.
+        registry_root: the registry folder for ``register`` (default: kmot's).
+        progress: show progress bars (default: when the terminal is interactive).
+
+    Returns:
+        A `PipelineResult`; ``result.passed`` is the gate's verdict.
+
+    Raises:
+        RecipeError: an invalid recipe or data file.
+
+    Example:
+        >>> result = optimize("base.keras", "recipe.yaml", train_data="train.npz",
+        ...                   val_data="val.npz", out_dir="out/")  # doctest: +SKIP
+    """
+    import keras
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kmot.export import load_model, to_litert
+
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    baseline = load_model(model)
+    x, y = _xy(train_data, "training data")
+    x_val, y_val = _xy(val_data, "validation data")
+    out = Path(out_dir)
+    (out / "steps").mkdir(parents=True, exist_ok=True)
+    training = recipe.training.model_dump_json() + f"seed={recipe.seed}"
+    key = _model_key(baseline)
+    current, records = baseline, []
+    total = sum((s.epochs or recipe.training.epochs) for s in recipe.steps)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), disable=progress is False, transient=True) as bar:
+        task = bar.add_task(f"{recipe.name}: fine-tuning", total=max(total, 1))
+        for i, step in enumerate(recipe.steps):
+            key = hashlib.sha256((key + step.model_dump_json() + training).encode()).hexdigest()
+            path = out / "steps" / f"{i:02d}_{step.kind}.keras"
+            record = out / "steps" / f"{i:02d}_{step.kind}.json"
+            epochs = step.epochs or recipe.training.epochs
+            if path.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
+                current = load_model(path)
+                bar.advance(task, epochs)
+                records.append({"step": step.kind, "path": str(path), "reused": True})
+                continue
+            bar.update(task, description=f"{recipe.name}: {step.kind} ({i + 1}/{len(recipe.steps)})")
+            keras.utils.set_random_seed(recipe.seed + i)
+            current = _run_step(step, current, baseline, recipe, x, y, lambda: bar.advance(task))
+            current.save(path)
+            record.write_text(json.dumps({"key": key, "step": step.model_dump()}, indent=2))
+            records.append({"step": step.kind, "path": str(path), "reused": False})
+
+    export = recipe.export.quantize
+    tflite = out / "model.tflite"
+    to_litert(current, tflite, quantize=None if export in (None, "float32") else export,
+              representative_data=x, num_calibration_samples=recipe.export.calibration_samples)
+    to_litert(baseline, out / "baseline.tflite")
+    result = PipelineResult(model=current, tflite=tflite, steps=records)
+    if recipe.evaluate is not None:
+        from kmot import evaluate
+
+        result.report = evaluate.compare(
+            {"baseline": out / "baseline.tflite", recipe.name: tflite}, data=(x_val, y_val),
+            baseline="baseline", runs=recipe.evaluate.runs, warmup=recipe.evaluate.warmup,
+            memory=recipe.evaluate.memory, progress=progress)
+        result.report.save(out / "report")
+        if recipe.gate:
+            result.gate = evaluate.gate(result.report, recipe.gate)
+    if recipe.registry is not None and result.passed:
+        from kmot.registry import Registry
+
+        registry = Registry(registry_root)
+        report_path = out / "report" / "report.json"
+        result.registered = registry.push(
+            tflite, name=recipe.registry.name,
+            report=report_path if report_path.is_file() else None)
+        if recipe.registry.promote:
+            registry.promote(recipe.registry.name, result.registered.version)
+    return result

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kmot.cli import app
+from kmot.recipes import RecipeError, load_recipe, optimize
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"steps": []}, r"name: Field required"),
+    ({"name": "r", "steps": [{"cluster": {"number_of_clusters": 1}}]},
+     r"steps\.0\.cluster\.number_of_clusters: Input should be greater than or equal to 2 \(received 1\)"),
+    ({"name": "r", "steps": [{"prune": {"finl_sparsity": 0.8}}]},
+     r"steps\.0\.prune\.finl_sparsity: Extra inputs are not permitted"),
+    ({"name": "r", "steps": [{"prun": {}}]}, r"steps\[0\] has unknown kind 'prun'"),
+    ({"name": "r", "export": {"quantize": "int4"}}, r"export\.quantize: Input should be"),
+    ({"name": "r", "training": {"epochs": 0}}, r"training\.epochs: Input should be greater than or equal to 1"),
+])
+def test_validation_errors_point_at_the_field(recipe, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(recipe)
+
+
+def test_yaml_file_and_its_errors(tmp_path):
+    good = tmp_path / "r.yaml"
+    good.write_text("name: r\nsteps:\n  - prune: {final_sparsity: 0.5}\n  - quantize\n")
+    recipe = load_recipe(good)
+    assert [s.kind for s in recipe.steps] == ["prune", "quantize"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml is not valid YAML"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match=r"No such recipe file"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, trained_conv_bn_dense, digits_data):
+    folder = tmp_path_factory.mktemp("recipe")
+    trained_conv_bn_dense.save(folder / "base.keras")
+    x, y, x_val, y_val = digits_data
+    np.savez(folder / "train.npz", x=x[:512], y=y[:512])
+    np.savez(folder / "val.npz", x=x_val[:128], y=y_val[:128])
+    return folder
+
+
+RECIPE = {"name": "small", "training": {"epochs": 1},
+          "steps": [{"prune": {"final_sparsity": 0.5}}, {"quantize": {"preserve_sparsity": True}}],
+          "evaluate": {"runs": 5, "warmup": 1}, "gate": {"max_accuracy_drop": 0.5}}
+
+
+def test_pipeline_runs_and_resumes(files):
+    out = files / "out"
+    first = optimize(files / "base.keras", RECIPE, train_data=files / "train.npz",
+                     val_data=files / "val.npz", out_dir=out, progress=False)
+    assert [s["reused"] for s in first.steps] == [False, False]
+    assert first.passed and (out / "report" / "report.html").is_file()
+    from kmot.export import inspect
+
+    info = inspect(first.tflite)
+    assert info.is_quantized and info.float_ops_between_io() == []
+    assert min(w.sparsity for w in info.weights if not w.is_bias) >= 0.49  # pruning kept by PQAT
+    again = optimize(files / "base.keras", RECIPE, train_data=files / "train.npz",
+                     val_data=files / "val.npz", out_dir=out, progress=False)
+    assert [s["reused"] for s in again.steps] == [True, True]
+    changed = {**RECIPE, "steps": [RECIPE["steps"][0], {"quantize": {}}]}
+    third = optimize(files / "base.keras", changed, train_data=files / "train.npz",
+                     val_data=files / "val.npz", out_dir=out, progress=False)
+    assert [s["reused"] for s in third.steps] == [True, False]  # only the changed step re-runs
+
+
+def test_cli_exit_codes(files):
+    runner = CliRunner()
+    strict = files / "strict.yaml"
+    strict.write_text(json.dumps({**RECIPE, "gate": {"min_accuracy": 1.01}}))
+    args = ["optimize", str(files / "base.keras"), "--recipe", str(strict), "--data",
+            str(files / "train.npz"), "--val", str(files / "val.npz"), "--out", str(files / "out2")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "gate: failed" in result.output
+    bad = files / "bad.yaml"
+    bad.write_text("name: r\nsteps:\n  - cluster: {number_of_clusters: 1}\n")
+    result = runner.invoke(app, args[:3] + [str(bad)] + args[4:])
+    assert result.exit_code == 2 and "number_of_clusters" in result.output
+    result = runner.invoke(app, args[:5] + [str(files / "nope.npz")] + args[6:])
+    assert result.exit_code == 2 and "No such training data file" in result.output
