@@ -1,0 +1,19 @@
+"""Model registry: versioned, checksummed artifacts with a production pointer and rollback.
+
+Embedded: a folder holding a SQLite index and a content-addressed ``objects/``
+folder, safe for several processes at once. No TensorFlow or Keras is imported.
+
+Example:
+    >>> from kmot.registry import Registry
+    >>> registry = Registry("registry")        # default: $KMOT_REGISTRY or ~/.kmot/registry
+    >>> v = registry.push("model.tflite", name="digits",
+    ...                   report="report/report.json")      # doctest: +SKIP
+    >>> registry.promote("digits", v.version)               # doctest: +SKIP
+    >>> registry.rollback("digits")                         # doctest: +SKIP
+    >>> registry.pull("digits", dest="deploy/model.tflite")  # doctest: +SKIP
+"""
+
+from kmot.registry.records import ModelVersion, Promotion, RegisteredModel
+from kmot.registry.store import Registry, default_root
+
+__all__ = ["ModelVersion", "Promotion", "RegisteredModel", "Registry", "default_root"]
