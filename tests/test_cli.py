@@ -73,8 +73,12 @@ def test_layer_error_names_layers(files):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--epochs", "2"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--epochs", "3",
+                                 "--finetune-epochs", "1"])
     assert result.exit_code == 0, result.output
-    for mode in ("float32", "float16", "dynamic", "int8"):
-        assert mode in result.output
-        assert (tmp_path / f"digits_{mode}.tflite").is_file()
+    for name in ("baseline", "ptq_int8", "pruned_80", "clustered_16", "qat_int8", "pqat_int8",
+                 "student_int8"):
+        assert (tmp_path / f"{name}.tflite").is_file()
+        assert name in result.output
+    assert (tmp_path / "report" / "report.html").is_file()
+    assert "gate" in result.output

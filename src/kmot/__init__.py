@@ -17,11 +17,13 @@ _SUBPACKAGES = (
     "clustering",
     "core",
     "data",
+    "distillation",
     "errors",
     "evaluate",
     "export",
     "quantization",
     "recipes",
+    "registry",
     "sparsity",
 )
 
@@ -32,11 +34,13 @@ if TYPE_CHECKING:  # pragma: no cover
         clustering,
         core,
         data,
+        distillation,
         errors,
         evaluate,
         export,
         quantization,
         recipes,
+        registry,
         sparsity,
     )
 

@@ -1,6 +1,7 @@
-"""The built-in demo: the digits baseline exported in every post-training mode.
+"""The built-in demo: every kmot technique on the digits task, end to end.
 
-Shared by `kmot demo` and `benchmarks/ptq.py`, so both report the same figures.
+`ptq_rows` (every post-training mode) is shared with `benchmarks/ptq.py`;
+`run_demo` is what `kmot demo` runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["train_digits_baseline", "ptq_rows", "PTQ_MODES"]
+__all__ = ["train_digits_baseline", "ptq_rows", "run_demo", "PTQ_MODES"]
 
 PTQ_MODES = ("float32", "float16", "dynamic", "int8")
 
@@ -79,3 +80,90 @@ def ptq_rows(
             }
         )
     return rows
+
+
+def _student():
+    """A digits CNN with about half the baseline's parameters."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input((8, 8, 1), name="image"),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(32, activation="relu", name="dense1"),
+        keras.layers.Dense(10, name="logits"),
+    ], name="digits_student")
+
+
+def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: int = 5,
+             seed: int = 0, progress: Callable[[str], None] | None = None,
+             registry_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The full demo: every technique on digits, one report, a gate, the registry.
+
+    Returns:
+        ``{"report": Report, "gate": GateResult, "registered": ModelVersion | None,
+        "files": {name: path}}``.
+    """
+    import keras
+
+    from kmot import clustering, distillation, evaluate, quantization, sparsity
+    from kmot.data import digits_cnn
+    from kmot.export import to_litert
+    from kmot.registry import Registry
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda message: None)
+    say(f"training the baseline ({epochs} epochs)")
+    base, (x_train, y_train, x_test, y_test) = train_digits_baseline(epochs=epochs, seed=seed)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def finetune(model, n=finetune_epochs):
+        keras.utils.set_random_seed(seed)
+        model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+        model.fit(x_train, y_train, batch_size=64, epochs=n, verbose=0)
+        return model
+
+    files: dict[str, Path] = {}
+
+    def export(name, model, **kwargs):
+        files[name] = out / f"{name}.tflite"
+        to_litert(model, files[name], representative_data=x_train, **kwargs)
+
+    export("baseline", base)
+    export("ptq_int8", base, quantize="int8")
+    say("pruning 80% (global allocation)")
+    steps = finetune_epochs * int(np.ceil(len(x_train) / 64))
+    schedule = sparsity.PolynomialDecay(0.0, 0.8, 0, int(0.7 * steps), frequency=max(1, steps // 20))
+    pruned = sparsity.strip_pruning(finetune(sparsity.prune_low_magnitude(
+        base, pruning_schedule=schedule, sparsity_allocation="global")))
+    export("pruned_80", pruned)
+    say("clustering (16 clusters)")
+    export("clustered_16", clustering.strip_clustering(finetune(clustering.cluster_weights(
+        base, number_of_clusters=16))))
+    say("quantization-aware training")
+    export("qat_int8", finetune(quantization.quantize_model(base)))
+    say("pruning-preserving QAT")
+    export("pqat_int8", finetune(quantization.quantize_model(pruned, preserve_sparsity=True)))
+    say("distilling a half-size student")
+    keras.utils.set_random_seed(seed)
+    student = _student()
+    student.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    student = distillation.distill(student, base, x_train, y_train, epochs=epochs, batch_size=64)
+    export("student_int8", student, quantize="int8")
+
+    say("evaluating every file on the same data")
+    report = evaluate.compare({name: path for name, path in files.items()}, data=(x_test, y_test),
+                              baseline="baseline", runs=100, warmup=10, memory=False)
+    report.save(out / "report")
+    budgets = {"max_accuracy_drop": 0.01, "max_gzip_bytes": 40_000}
+    verdict = evaluate.gate(report, budgets, candidate="pqat_int8")
+    registered = None
+    if verdict.passed:
+        registry = Registry(registry_root if registry_root is not None else out / "registry")
+        registered = registry.push(files["pqat_int8"], name="digits",
+                                   report=out / "report" / "report.json")
+        registry.promote("digits", registered.version)
+    return {"report": report, "gate": verdict, "registered": registered, "files": files,
+            "budgets": budgets}

@@ -17,6 +17,8 @@ __all__ = [
     "EvaluationError",
     "BudgetError",
     "ReportError",
+    "RegistryError",
+    "DistillationError",
 ]
 
 
@@ -58,3 +60,11 @@ class BudgetError(KmotError, ValueError):
 
 class ReportError(KmotError, ValueError):
     """A report file is missing, unreadable, or does not match the report schema."""
+
+
+class RegistryError(KmotError, ValueError):
+    """A registry name, version, artifact, report or stored object is missing or invalid."""
+
+
+class DistillationError(KmotError, ValueError):
+    """A student, teacher or option given to `kmot.distillation.distill` does not fit."""
