@@ -7,7 +7,7 @@ import kmot
 
 PUBLIC = {
     "core": ["AddWeight", "LayerSelector", "OptimizedLayer", "WeightTransform", "clone_layer",
-             "clone_model", "find_wrappers", "is_graph_model", "make_predicate", "strip",
+             "clone_model", "effective_weights", "find_wrappers", "is_graph_model", "make_predicate", "strip",
              "walk_layers", "weight_key", "weight_keys"],
     "export": ["DEFAULT_NUM_SAMPLES", "InputSpec", "LiteRTModel", "ModelInspection",
                "QUANTIZE_MODES", "calibration_samples", "input_specs", "inspect", "load_model",

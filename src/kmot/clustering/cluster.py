@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from keras import ops
 
 from kmot.clustering.centroids import CENTROID_INITS
 from kmot.clustering.transform import ClusterTransform
 from kmot.core import OptimizedLayer, clone_model, strip
+from kmot.core.rewrite import effective_weights
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.core.wrapper import weight_key
 from kmot.errors import LayerSelectionError, TransformError
@@ -166,12 +166,8 @@ def summary(model: keras.Model) -> ClusterSummary:
         >>> print(summary(clustered))  # doctest: +SKIP
     """
     rows = []
-    for layer in walk_layers(model):
-        inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
-        for v in clusterable_weights(inner):
-            value = layer.transformed_value(v) if isinstance(layer, OptimizedLayer) else v.value
-            a = np.asarray(ops.convert_to_numpy(value))
-            per_channel = max(len(np.unique(a[..., c])) for c in range(a.shape[-1]))
-            rows.append(WeightClusters(inner.name, weight_key(inner, v), tuple(a.shape),
-                                       len(np.unique(a)), per_channel, float(np.mean(a == 0))))
+    for layer, key, a in effective_weights(model, clusterable_weights):
+        per_channel = max(len(np.unique(a[..., c])) for c in range(a.shape[-1]))
+        rows.append(WeightClusters(layer.name, key, tuple(a.shape), len(np.unique(a)),
+                                   per_channel, float(np.mean(a == 0))))
     return ClusterSummary(tuple(rows))

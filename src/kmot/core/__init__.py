@@ -1,6 +1,13 @@
 """Model surgery and the one wrapper; knows nothing of any technique."""
 
-from kmot.core.rewrite import clone_layer, clone_model, find_wrappers, is_graph_model, strip
+from kmot.core.rewrite import (
+    clone_layer,
+    clone_model,
+    effective_weights,
+    find_wrappers,
+    is_graph_model,
+    strip,
+)
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.core.transform import AddWeight, WeightTransform
 from kmot.core.wrapper import OptimizedLayer, weight_key, weight_keys
@@ -12,6 +19,7 @@ __all__ = [
     "WeightTransform",
     "clone_layer",
     "clone_model",
+    "effective_weights",
     "find_wrappers",
     "is_graph_model",
     "make_predicate",

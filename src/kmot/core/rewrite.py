@@ -18,7 +18,8 @@ from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.core.wrapper import OptimizedLayer
 from kmot.errors import UnsupportedModelError
 
-__all__ = ["clone_model", "clone_layer", "strip", "is_graph_model", "find_wrappers"]
+__all__ = ["clone_model", "clone_layer", "strip", "is_graph_model", "find_wrappers",
+           "effective_weights"]
 
 Replace = Callable[[keras.layers.Layer], "keras.layers.Layer | None"]
 
@@ -152,6 +153,20 @@ def clone_model(
     for src, dst in pending:  # layers that could only be built inside the graph
         _copy_weights(src, dst)
     return new_model
+
+
+def effective_weights(model: keras.Model, select: Callable[[keras.layers.Layer], list]):
+    """Yields ``(layer, key, array)`` for the weights `select(layer)` returns, as
+    the layer computes with them (transforms applied for wrapped layers)."""
+    import numpy as np
+
+    from kmot.core.wrapper import weight_key
+
+    for layer in walk_layers(model):
+        inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
+        for v in select(inner):
+            value = layer.transformed_value(v) if isinstance(layer, OptimizedLayer) else v.value
+            yield inner, weight_key(inner, v), np.asarray(keras.ops.convert_to_numpy(value))
 
 
 def find_wrappers(model: keras.Model) -> list[OptimizedLayer]:

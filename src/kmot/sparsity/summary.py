@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from keras import ops
 
 from kmot.core import OptimizedLayer
+from kmot.core.rewrite import effective_weights
 from kmot.core.selection import walk_layers
-from kmot.core.wrapper import weight_key
 from kmot.errors import KmotError
 from kmot.sparsity.prune import prunable_weights
 from kmot.sparsity.transform import PruneTransform
@@ -68,15 +67,9 @@ def summary(model: keras.Model) -> SparsitySummary:
     Example:
         >>> print(summary(pruned))  # doctest: +SKIP
     """
-    rows = []
-    for layer in walk_layers(model):
-        inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
-        for v in prunable_weights(inner):
-            value = layer.transformed_value(v) if isinstance(layer, OptimizedLayer) else v.value
-            array = np.asarray(ops.convert_to_numpy(value))
-            rows.append(WeightSparsity(inner.name, weight_key(inner, v), tuple(array.shape),
-                                       int(np.sum(array == 0)), int(array.size)))
-    return SparsitySummary(tuple(rows))
+    return SparsitySummary(tuple(
+        WeightSparsity(layer.name, key, tuple(a.shape), int(np.sum(a == 0)), int(a.size))
+        for layer, key, a in effective_weights(model, prunable_weights)))
 
 
 @dataclass(frozen=True)
