@@ -84,3 +84,11 @@ def epoch_time_ratio(make_plain, make_wrapped, *, samples: int = 2048, rounds: i
     plain, wrapped = float(np.median(times["plain"])), float(np.median(times["wrapped"]))
     return {"plain_epoch_s": round(plain, 3), "wrapped_epoch_s": round(wrapped, 3),
             "ratio": round(wrapped / plain, 3)}
+
+
+def print_epoch_time(benchmark: str, make_wrapped, limit: float) -> None:
+    """Prints the JSON line of the wrapped / plain epoch-time ratio on the 32x32x3 CNN."""
+    import json
+
+    ratio = epoch_time_ratio(conv_net_32, make_wrapped)
+    print(json.dumps({"benchmark": benchmark, **ratio, "pass": ratio["ratio"] <= limit}), flush=True)

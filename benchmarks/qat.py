@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import (  # noqa: E402
-    BATCH, FINETUNE_EPOCHS, compile_for_digits, conv_net_32, epoch_time_ratio, litert_metrics,
+    BATCH, FINETUNE_EPOCHS, compile_for_digits, conv_net_32, litert_metrics, print_epoch_time,
 )
 
 
@@ -114,9 +114,7 @@ def main() -> int:
     if not args.skip_timing:
         from kmot.quantization import quantize_model
 
-        ratio = epoch_time_ratio(conv_net_32, lambda: quantize_model(conv_net_32()))
-        print(json.dumps({"benchmark": "qat_epoch_time", **ratio, "pass": ratio["ratio"] <= 1.5}),
-              flush=True)
+        print_epoch_time("qat_epoch_time", lambda: quantize_model(conv_net_32()), 1.5)
     return 0
 
 
