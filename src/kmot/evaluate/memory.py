@@ -134,5 +134,7 @@ def measure_peak_memory(
     if idle_mb is None:
         idle_mb = peak_rss_mb(kind, None, threads=threads)
     peak = peak_rss_mb(kind, model, threads=threads, runs=runs, batch_size=batch_size)
-    return MemoryStats(peak_mb=round(peak, 3), idle_mb=round(idle_mb, 3),
-                       net_mb=round(peak - idle_mb, 3))
+    # net from the rounded figures, so that peak == idle + net as reported
+    peak_mb, idle_rounded = round(peak, 3), round(idle_mb, 3)
+    return MemoryStats(peak_mb=peak_mb, idle_mb=idle_rounded,
+                       net_mb=round(peak_mb - idle_rounded, 3))
