@@ -116,3 +116,28 @@ def test_stripped_weight_has_at_most_k_values(k, seed, init, per_channel):
         assert max(len(np.unique(out[:, c])) for c in range(out.shape[1])) <= k
     else:
         assert len(np.unique(out)) <= k
+
+
+def test_centroid_gradient_sums_the_gradients_of_their_weights():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    weight = keras.Variable(rng.normal(size=(40, 7)).astype("float32"))
+    transform = clustering.ClusterTransform(5, init="linear")
+    created = {}
+
+    def add_weight(name, shape, *, initializer="zeros", dtype=None, trainable=False):
+        created[name] = keras.Variable(initializer(shape, "float32"), trainable=trainable)
+        return created[name]
+
+    transform.build(weight, add_weight)
+    upstream = rng.normal(size=(40, 7)).astype("float32")
+    with tf.GradientTape() as tape:
+        out = transform(weight.value, training=True)
+        loss = tf.reduce_sum(out * upstream)
+    d_centroids, d_weight = tape.gradient(loss, [created["centroids"].value, weight.value])
+    centroids = created["centroids"].numpy()[0]
+    nearest = np.abs(weight.numpy()[..., None] - centroids).argmin(-1)
+    expected = np.array([upstream[nearest == j].sum() for j in range(5)])
+    np.testing.assert_allclose(np.asarray(d_centroids)[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(d_weight), upstream)  # straight-through

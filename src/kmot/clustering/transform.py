@@ -14,6 +14,32 @@ from kmot.core.transform import WeightTransform
 __all__ = ["ClusterTransform"]
 
 
+def _take_centroids_bincount(centroids, index):
+    """``take(centroids, index)`` whose centroid gradient is a weighted bincount.
+
+    The gradient of a gather is a scatter-add of every weight's gradient into k
+    slots; TensorFlow's (unsorted_segment_sum) is 13x slower than bincount on
+    a 0.5M-weight kernel, and it made up a third of a clustered training step.
+    """
+
+    @ops.custom_gradient
+    def take(centroids):
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            return ops.bincount(index, weights=upstream, minlength=centroids.shape[0])
+
+        return ops.take(centroids, index), grad
+
+    return take(centroids)
+
+
+def _take_centroids(centroids, index):
+    # Backends without ops.custom_gradient (torch) use the gather's own gradient.
+    if keras.backend.backend() in ("tensorflow", "jax"):
+        return _take_centroids_bincount(centroids, index)
+    return ops.take(centroids, index)
+
+
 @keras.saving.register_keras_serializable(package="kmot")
 class ClusterTransform(WeightTransform):
     """Replaces each weight by its nearest centroid.
@@ -71,7 +97,7 @@ class ClusterTransform(WeightTransform):
         ordered = ops.take(centroids[0], ops.argsort(centroids[0]))
         midpoints = (ordered[1:] + ordered[:-1]) / 2
         index = ops.searchsorted(midpoints, ops.reshape(value, (-1,)))
-        return ops.reshape(ops.take(ordered, index), value.shape)
+        return ops.reshape(_take_centroids(ordered, index), value.shape)
 
     def __call__(self, value, *, training):
         clustered = self._clustered(value)
