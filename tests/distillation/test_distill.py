@@ -244,7 +244,7 @@ def test_bad_epochs_or_batch_size(teacher, digits_data, name, value):
 
 def test_labels_missing(teacher, digits_data):
     with pytest.raises(DistillationError, match=r"no labels were given. Pass `y`, or alpha=0.0"
-                                                r".*Received: y=None, alpha=0.1"):
+                                                r".*Received: y=None, alpha=0.5"):
         distillation.distill(_student(), teacher, digits_data[0], epochs=1)
 
 

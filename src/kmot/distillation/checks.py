@@ -143,7 +143,8 @@ def check_models(student: Any, teacher: Any, inputs: Any | None) -> bool:
             f"student={type(student).__name__}, teacher={type(teacher).__name__}"
         )
     _check_separate(student, teacher)
-    teacher_in, student_in = _symbolic_shapes(teacher, "inputs"), _symbolic_shapes(student, "inputs")
+    teacher_in = _symbolic_shapes(teacher, "inputs")
+    student_in = _symbolic_shapes(student, "inputs")
     if teacher_in is not None and student_in is not None and (
             len(teacher_in) != len(student_in)
             or any(t[1:] != s[1:] for t, s in zip(teacher_in, student_in))):

@@ -38,7 +38,7 @@ def distill(
     epochs: int,
     batch_size: int = 64,
     temperature: float = 4.0,
-    alpha: float = 0.1,
+    alpha: float = 0.5,
     optimizer: str | keras.optimizers.Optimizer | None = None,
     loss: str | keras.losses.Loss | None = None,
     metrics: Sequence[Any] | None = None,
@@ -77,7 +77,7 @@ def distill(
         batch_size: batch size for array inputs.
         temperature: softmax temperature T for both models (> 0; 2 to 8 is usual).
         alpha: weight of the hard-label loss in [0, 1]; the distillation loss
-            gets ``1 - alpha``.
+            gets ``1 - alpha``. 0.5 is Keras's `Distiller` default.
         optimizer: None (a fresh copy of the student's compiled optimizer, with
             its learning rate, else ``Adam(1e-3)``), a name, or an optimizer.
         loss: the hard-label loss on the student's logits; None is
@@ -106,7 +106,7 @@ def distill(
         ...     keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.Flatten(),
         ...     keras.layers.Dense(10)])
         >>> student = distill(student, teacher, x_train, y_train, epochs=15,
-        ...                   temperature=4.0, alpha=0.1)
+        ...                   temperature=4.0, alpha=0.5)
         >>> kmot.export.to_litert(student, "student.tflite")
     """
     check_options(temperature=temperature, alpha=alpha, epochs=epochs, batch_size=batch_size)

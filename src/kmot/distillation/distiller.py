@@ -38,7 +38,8 @@ class TeacherProbabilitiesDistillation(LogitsDistillation):
         return super().compute_loss(logits, student_outputs, **kwargs)
 
 
-def logits_distillation(temperature: float, *, teacher_probabilities: bool = False) -> LogitsDistillation:
+def logits_distillation(temperature: float, *,
+                        teacher_probabilities: bool = False) -> LogitsDistillation:
     """KL divergence between the teacher's and the student's softmax at `temperature`,
     scaled by ``temperature ** 2`` (Hinton et al., 2015)."""
     cls = TeacherProbabilitiesDistillation if teacher_probabilities else LogitsDistillation

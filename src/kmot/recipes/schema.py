@@ -67,7 +67,7 @@ class DistillStep(_Strict):
     kind: Literal["distill"] = "distill"
     teacher: str = "baseline"
     temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.1, ge=0, le=1)
+    alpha: float = Field(0.5, ge=0, le=1)
     epochs: int | None = Field(None, ge=1)
 
 
