@@ -19,7 +19,8 @@ def _take_centroids_bincount(centroids, index):
 
     The gradient of a gather is a scatter-add of every weight's gradient into k
     slots; TensorFlow's (unsorted_segment_sum) is 13x slower than bincount on
-    a 0.5M-weight kernel, and it made up a third of a clustered training step.
+    a 0.5M-weight kernel: with it the transform's forward and backward took
+    15.3 ms there, with bincount 8.8 ms.
     """
 
     @ops.custom_gradient
