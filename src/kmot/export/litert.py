@@ -27,6 +27,7 @@ from kmot.export.calibration import (
     input_specs,
 )
 from kmot.export.naming import layer_names, layers_of_tensor
+from kmot.export.static_shapes import static_batch_reshapes
 
 __all__ = ["to_litert", "QUANTIZE_MODES", "write_atomic", "load_model", "signature_names"]
 
@@ -297,8 +298,9 @@ def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
         for t, name in zip(model.inputs, signature_names(model))
     ]
     signature = [specs] if len(specs) > 1 else specs
-    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
-    archive.write_out(directory, verbose=False)
+    with static_batch_reshapes():  # one RESHAPE, not SHAPE+STRIDED_SLICE+PACK+RESHAPE
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+        archive.write_out(directory, verbose=False)
 
 
 def _prepare_quantization_aware(model, quantize):
