@@ -82,20 +82,6 @@ def ptq_rows(
     return rows
 
 
-def _student():
-    """A digits CNN with about half the baseline's parameters."""
-    import keras
-
-    return keras.Sequential([
-        keras.Input((8, 8, 1), name="image"),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(32, activation="relu", name="dense1"),
-        keras.layers.Dense(10, name="logits"),
-    ], name="digits_student")
-
-
 def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: int = 5,
              seed: int = 0, progress: Callable[[str], None] | None = None,
              registry_root: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -148,7 +134,7 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
     export("pqat_int8", finetune(quantization.quantize_model(pruned, preserve_sparsity=True)))
     say("distilling a half-size student")
     keras.utils.set_random_seed(seed)
-    student = _student()
+    student = digits_cnn(filters=(16, 32), units=32, compile=False, name="digits_student")
     student.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     student = distillation.distill(student, base, x_train, y_train, epochs=epochs, batch_size=64)
     export("student_int8", student, quantize="int8")
