@@ -3,7 +3,8 @@
 prune (80%, global allocation) -> strip; cluster (16, k-means++) -> strip;
 prune -> strip -> cluster (16, preserving sparsity) -> strip; then QAT preserving
 what each put in the weights (PQAT, CQAT, PCQAT), 5 fine-tuning epochs per step,
-exported to int8 LiteRT. Prints JSON lines with accuracy, bytes, gzip bytes, and
+exported to int8 LiteRT (the float pruned and pruned+clustered files are printed
+first). Prints JSON lines with accuracy, bytes, gzip bytes, and
 what `inspect` finds in the int8 file: max unique int8 values per channel of each
 kernel, and the share of the pruned zeros still zero.
 
@@ -45,6 +46,10 @@ def run_seed(seed: int) -> None:
         base, number_of_clusters=16)))
     both = clustering.strip_clustering(finetune(clustering.cluster_weights(
         pruned, number_of_clusters=16, preserve_sparsity=True)))
+    for name, model in (("pruned_80", pruned), ("pruned_80_clustered_16", both)):
+        # Float files of the chain's first two steps (tfmot_reference.py prints tfmot's).
+        print(json.dumps({"benchmark": "collaborative_digits", "seed": seed, "variant": name,
+                          **litert_metrics(to_litert(model), x_test, y_test)}), flush=True)
     rows = {"PQAT": (pruned, {"preserve_sparsity": True}),
             "CQAT": (clustered, {"preserve_clusters": True}),
             "PCQAT": (both, {"preserve_sparsity": True, "preserve_clusters": True})}
