@@ -56,40 +56,32 @@ def digits_student():
     return digits_cnn(filters=(16, 32), units=32, compile=False, name="digits_student")
 
 
-def mnist1d_teacher():
-    """Conv1D x3 with max pooling, Dense(64): 64,522 parameters."""
+def _mnist1d_cnn(filters: tuple[int, int, int], units: int, name: str):
+    """Conv1D x3 (kernels 5, 5, 3) with max pooling after the 2nd and 3rd, Dense(units)."""
     import keras
 
     L = keras.layers
     return keras.Sequential([
         keras.Input((40, 1), name="signal"),
-        L.Conv1D(32, 5, padding="same", activation="relu", name="conv1"),
-        L.Conv1D(64, 5, padding="same", activation="relu", name="conv2"),
+        L.Conv1D(filters[0], 5, padding="same", activation="relu", name="conv1"),
+        L.Conv1D(filters[1], 5, padding="same", activation="relu", name="conv2"),
         L.MaxPooling1D(2, name="pool1"),
-        L.Conv1D(64, 3, padding="same", activation="relu", name="conv3"),
+        L.Conv1D(filters[2], 3, padding="same", activation="relu", name="conv3"),
         L.MaxPooling1D(2, name="pool2"),
         L.Flatten(name="flatten"),
-        L.Dense(64, activation="relu", name="dense1"),
+        L.Dense(units, activation="relu", name="dense1"),
         L.Dense(10, name="logits"),
-    ], name="mnist1d_teacher")
+    ], name=name)
+
+
+def mnist1d_teacher():
+    """Filters 32, 64, 64 and Dense(64): 64,522 parameters."""
+    return _mnist1d_cnn((32, 64, 64), 64, "mnist1d_teacher")
 
 
 def mnist1d_student():
     """The teacher with 32 filters throughout and Dense(72): 32,290 parameters (0.50)."""
-    import keras
-
-    L = keras.layers
-    return keras.Sequential([
-        keras.Input((40, 1), name="signal"),
-        L.Conv1D(32, 5, padding="same", activation="relu", name="conv1"),
-        L.Conv1D(32, 5, padding="same", activation="relu", name="conv2"),
-        L.MaxPooling1D(2, name="pool1"),
-        L.Conv1D(32, 3, padding="same", activation="relu", name="conv3"),
-        L.MaxPooling1D(2, name="pool2"),
-        L.Flatten(name="flatten"),
-        L.Dense(72, activation="relu", name="dense1"),
-        L.Dense(10, name="logits"),
-    ], name="mnist1d_student")
+    return _mnist1d_cnn((32, 32, 32), 72, "mnist1d_student")
 
 
 def _shift_2d(x, y):
