@@ -35,15 +35,22 @@ def _flatten_call(original):
     return call
 
 
-def _reshape_call(original):
-    from keras.src.ops import operation_utils
+def _resolved(dims: tuple[int, ...], target: tuple[int, ...]) -> tuple[int, ...] | None:
+    """`target` with its -1 filled in from `dims`; None where Keras must decide (or raise)."""
+    known = math.prod(d for d in target if d != -1)
+    if not all(isinstance(d, int) for d in target) or target.count(-1) > 1 or known <= 0:
+        return None
+    total = math.prod(dims)
+    if -1 not in target:
+        return target if known == total else None
+    return tuple(total // known if d == -1 else d for d in target) if total % known == 0 else None
 
+
+def _reshape_call(original):
     def call(self, inputs):
         dims = tuple(inputs.shape)[1:]
-        if not _static(dims):
-            return original(self, inputs)
-        target = operation_utils.compute_reshape_output_shape(dims, self.target_shape, "target_shape")
-        if not _static(target):
+        target = _resolved(dims, tuple(self.target_shape)) if _static(dims) else None
+        if target is None:
             return original(self, inputs)
         return ops.reshape(inputs, (-1, *target))
 
