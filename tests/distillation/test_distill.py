@@ -46,6 +46,15 @@ def teacher(digits_data):
     return model
 
 
+def _pretrained_student(x, y, *, seed):
+    """A student trained 2 epochs on labels alone: a start for wrapping and distilling."""
+    keras.utils.set_random_seed(seed)
+    student = _student()
+    student.compile(_fast(), LOSS)
+    student.fit(x[:N], y[:N], batch_size=64, epochs=2, verbose=0)
+    return student
+
+
 def _accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
 
@@ -178,10 +187,7 @@ def test_pruned_student_follows_its_schedule_and_strips(teacher, digits_data, tm
 
 def test_clustered_student_strips_and_exports(teacher, digits_data):
     x, y, x_test, y_test = digits_data
-    keras.utils.set_random_seed(5)
-    start = _student()
-    start.compile(_fast(), LOSS)
-    start.fit(x[:N], y[:N], batch_size=64, epochs=2, verbose=0)
+    start = _pretrained_student(x, y, seed=5)
     clustered = clustering.cluster_weights(start, number_of_clusters=8)
     distillation.distill(clustered, teacher, x[:N], y[:N], epochs=1, optimizer=_fast())
     final = clustering.strip_clustering(clustered)
@@ -192,10 +198,7 @@ def test_clustered_student_strips_and_exports(teacher, digits_data):
 
 def test_qat_student_exports_fully_int8(teacher, digits_data):
     x, y, x_test, y_test = digits_data
-    keras.utils.set_random_seed(6)
-    start = _student()
-    start.compile(_fast(), LOSS)
-    start.fit(x[:N], y[:N], batch_size=64, epochs=2, verbose=0)
+    start = _pretrained_student(x, y, seed=6)
     qat = quantization.quantize_model(start)
     quantizers = [layer for layer in qat.layers
                   if isinstance(layer, quantization.ActivationQuantizer)]
