@@ -27,6 +27,19 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _load_runtime() -> None:
+    """Imports LiteRT and Keras (and so TensorFlow) with their start-up log lines hidden.
+
+    Only the commands that convert, run or train models call it, first thing:
+    `gate` and `registry` read JSON, YAML and SQLite and never load TensorFlow.
+    """
+    from kmot._quiet import captured_output
+
+    with captured_output():
+        import ai_edge_litert.interpreter  # noqa: F401
+        import keras  # noqa: F401
+
+
 def load_npz_inputs(path: Path, model) -> object:
     """Model inputs from an ``.npz``: one array, an ``x`` array, or one per input name."""
     import numpy as np
@@ -74,6 +87,7 @@ def convert(
     select_tf_ops: Annotated[bool, typer.Option(help="allow TensorFlow (Flex) ops")] = False,
 ) -> None:
     """Convert a Keras model to LiteRT, optionally quantized."""
+    _load_runtime()
     from kmot.export import inspect, load_model, to_litert
 
     try:
@@ -102,6 +116,7 @@ def inspect_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show a .tflite file's ops, dtypes, float fallbacks, weight sparsity and size."""
+    _load_runtime()
     from kmot.export import inspect
 
     try:
@@ -142,6 +157,7 @@ def layer_error_cmd(
     worst: Annotated[int, typer.Option(help="how many lossiest layers to name")] = 3,
 ) -> None:
     """Per-layer error of post-training quantization (RMSE, SNR): what to keep in float."""
+    _load_runtime()
     from kmot.export import load_model
     from kmot.export.layer_error import quantization_error
 
@@ -170,6 +186,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
     """Every technique on the bundled digits data: report, gate, registry push and promote."""
+    _load_runtime()
     from kmot.demo import run_demo
 
     with console.status("starting") as status:
@@ -202,6 +219,7 @@ def bench(
     memory: Annotated[bool, typer.Option(help="measure peak memory in child processes")] = True,
 ) -> None:
     """Compare models on the same data: metrics, fidelity, latency, memory, size, ops."""
+    _load_runtime()
     from kmot.evaluate import compare
 
     try:
@@ -250,6 +268,7 @@ def optimize(
     registry_root: Annotated[Optional[Path], typer.Option(help="registry folder")] = None,
 ) -> None:
     """Run a recipe: fine-tuning steps, export, evaluation, gate, registry (resumable)."""
+    _load_runtime()
     from kmot.recipes import optimize as run_recipe
 
     try:
@@ -470,19 +489,9 @@ def registry_pull(
 app.add_typer(registry_app, name="registry")
 
 
-def _import_quietly() -> None:
-    """Imports Keras (and so TensorFlow) with its start-up log lines hidden."""
-    from kmot._quiet import captured_output
-
-    with captured_output():
-        import ai_edge_litert.interpreter  # noqa: F401
-        import keras  # noqa: F401
-
-
 def main() -> None:
     # The CLI's output is for people: keep TensorFlow's C++ logging quiet.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _import_quietly()
     app()
 
 

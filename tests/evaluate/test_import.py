@@ -1,5 +1,7 @@
 """`import kmot.evaluate` stays light: runtimes and plotting load on first use."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -20,3 +22,36 @@ def test_gate_a_saved_report_without_tensorflow(report, tmp_path):
             "print(r.passed, heavy); sys.exit(0 if r.passed and not heavy else 1)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gate_command_does_not_load_tensorflow(report, tmp_path):
+    """The real `kmot gate` entry point, in a fresh process, on a saved report."""
+    report.save(tmp_path / "report")
+    size = report.candidate("int8").size.bytes
+    (tmp_path / "ok.yaml").write_text("max_accuracy_drop: 0.5\nmax_p99_ms: 10000\n")
+    (tmp_path / "tight.yaml").write_text(f"max_accuracy_drop: 0.5\nmax_bytes: {size // 2}\n")
+    commands = [["kmot", "gate", str(tmp_path / "report" / "report.json"), "--budgets",
+                 str(tmp_path / budgets)] for budgets in ("ok.yaml", "tight.yaml")]
+    code = (
+        "import contextlib, io, json, sys\n"
+        "import kmot.cli\n"
+        "runs = []\n"
+        f"for sys.argv in {commands!r}:\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n"
+        "            kmot.cli.main()\n"
+        "        except SystemExit as exit:\n"
+        "            runs.append([exit.code, out.getvalue()])\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules]\n"
+        "print(json.dumps({'runs': runs, 'heavy': heavy}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["heavy"] == []
+    (passed, passed_out), (failed, failed_out) = summary["runs"]
+    assert passed == 0 and "gate PASSED: 2 of 2 checks pass" in passed_out, passed_out
+    assert failed == 1 and "gate FAILED: 1 of 2 checks pass" in failed_out, failed_out
+    assert f"FAIL int8 max_bytes: file size {size:,} bytes > {size // 2:,} bytes" in failed_out
