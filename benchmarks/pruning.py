@@ -27,7 +27,7 @@ def run_seed(seed: int) -> None:
 
     from kmot import sparsity
     from kmot.demo import train_digits_baseline
-    from kmot.export import to_litert
+    from kmot.export import check_tflite_pattern, to_litert
 
     base, (x_train, y_train, x_test, y_test) = train_digits_baseline(seed=seed)
     dense = litert_metrics(to_litert(base), x_test, y_test)
@@ -61,7 +61,7 @@ def run_seed(seed: int) -> None:
                 "sparsity": round(sparsity.summary(final).overall, 4),
                 **litert_metrics(content, x_test, y_test, dense["gzip_bytes"])}
         if name == "2:4":
-            checks = sparsity.check_tflite_pattern(content, sparsity_m_by_n=(2, 4))
+            checks = check_tflite_pattern(content, sparsity_m_by_n=(2, 4))
             line["pattern_ok_weights"] = f"{sum(c.ok for c in checks)}/{len(checks)}"
         if name.startswith("80%"):
             line["pass"] = line["accuracy"] >= 0.98 and line["gzip_ratio_vs_dense_float"] <= 0.30

@@ -25,8 +25,8 @@ from _common import (  # noqa: E402
 
 def digits_rows(seed: int) -> None:
     from kmot.demo import train_digits_baseline
-    from kmot.export import to_litert
-    from kmot.quantization import parity, quantize_model
+    from kmot.export import parity, to_litert
+    from kmot.quantization import quantize_model
 
     base, (x_train, y_train, x_test, y_test) = train_digits_baseline(seed=seed)
     floatm = litert_metrics(to_litert(base), x_test, y_test)
@@ -47,8 +47,8 @@ def extra_rows() -> None:
     import numpy as np
 
     from kmot.data import digits, mnist1d
-    from kmot.export import LiteRTModel, inspect, to_litert
-    from kmot.quantization import parity, quantize_model
+    from kmot.export import LiteRTModel, inspect, parity, to_litert
+    from kmot.quantization import quantize_model
 
     def report(name, model, x, y, x_test, y_test, epochs, train_first=True):
         keras.utils.set_random_seed(0)

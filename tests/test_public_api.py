@@ -6,11 +6,16 @@ import sys
 import kmot
 
 PUBLIC = {
-    "core": ["AddWeight", "LayerSelector", "OptimizedLayer", "WeightTransform", "clone_layer",
-             "clone_model", "effective_weights", "find_wrappers", "is_graph_model", "make_predicate", "strip",
-             "walk_layers", "weight_key", "weight_keys"],
-    "export": ["DEFAULT_NUM_SAMPLES", "InputSpec", "LiteRTModel", "ModelInspection",
-               "QUANTIZE_MODES", "calibration_samples", "input_specs", "inspect", "load_model",
+    "core": ["AddWeight", "Carried", "KeepZerosTransform", "Kernel", "KernelLayout", "LayerSelector",
+             "OptimizedLayer", "Reparameterized", "SharedValuesTransform", "WeightTransform",
+             "WeightView", "as_functional", "clone_layer", "clone_model", "copy_transform",
+             "effective_weights", "find_wrappers", "flatten_chain", "input_shapes", "is_graph_model",
+             "kernel_layouts", "kernels", "make_predicate", "register_kernel_layout", "rewrap",
+             "simulations", "strip", "unknown_weights", "walk_layers", "walk_operations",
+             "weight_key", "weight_keys"],
+    "export": ["DEFAULT_NUM_SAMPLES", "InputSpec", "LayerParity", "LiteRTModel", "ModelInspection",
+               "ParityReport", "PatternCheck", "QUANTIZE_MODES", "calibration_samples",
+               "check_tflite_pattern", "input_specs", "inspect", "load_model", "parity",
                "quantization_error", "to_litert", "write_atomic"],
     "data": ["digits", "digits_cnn", "mnist1d"],
     "distillation": ["DistillationError", "distill"],
@@ -20,15 +25,14 @@ PUBLIC = {
                    "cluster_weights", "clusterable_weights", "init_centroids", "strip_clustering",
                    "summary"],
     "quantization": ["DEPTHWISE", "SCHEMES", "ActivationQuantizer", "FakeQuantTransform",
-                     "LayerParity", "ParityReport", "QuantizationError", "QuantizeRule",
-                     "fold_batch_norms", "foldable_pairs", "is_qat_model", "is_weight_qat_model",
-                     "parity", "quantize_model", "rule_for"],
+                     "QuantizationError", "QuantizeRule", "fold_batch_norms", "foldable_pairs",
+                     "is_qat_model", "is_weight_qat_model", "quantize_model", "rule_for"],
     "evaluate": ["SCHEMA_VERSION", "Budgets", "CandidateResult", "Check", "GateResult", "Report",
                  "compare", "gate", "load_budgets", "measure_peak_memory", "report_schema"],
-    "sparsity": ["PRUNABLE_WEIGHTS", "KeepZerosTransform", "ConstantSparsity", "PatternCheck", "PolynomialDecay",
-                 "PruneTransform", "PruningSchedule", "ScaledSparsity", "ScheduleError",
-                 "SparsitySummary", "UpdatePruningStep", "WeightSparsity", "check_tflite_pattern",
-                 "prunable_weights", "prune_low_magnitude", "strip_pruning", "summary"],
+    "sparsity": ["ConstantSparsity", "PolynomialDecay", "PruneTransform", "PruningSchedule",
+                 "ScaledSparsity", "ScheduleError", "SparsitySummary", "UpdatePruningStep",
+                 "WeightSparsity", "prunable_weights", "prune_low_magnitude", "strip_pruning",
+                 "summary"],
 }
 
 

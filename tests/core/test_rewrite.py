@@ -112,18 +112,60 @@ def test_strip_returns_plain_layers_with_final_weights(scale_transform, diff):
     np.testing.assert_allclose(dense.kernel.numpy(), 0.5 * model.layers[0].kernel.numpy(), rtol=1e-6)
 
 
-def test_subclassed_model_gets_a_clear_error():
+def test_subclassed_model_is_copied_with_its_layers_swapped(scale_transform, diff):
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3, name="conv")
+            self.blocks = [keras.layers.Dense(8, activation="relu", name="d1"),
+                           keras.layers.Dense(8, name="d2")]
+            self.flat = keras.layers.Flatten()
+
+        def call(self, x):
+            h = self.flat(self.conv(x))
+            for block in self.blocks:
+                h = block(h)
+            return h
+
+    net = Net()
+    x = np.random.default_rng(0).normal(size=(3, 6, 6, 1)).astype("float32")
+    net(x)
+    copy = clone_model(net)
+    assert type(copy) is Net and copy is not net
+    assert diff(net(x), copy(x)) < 1e-6
+    copy.blocks[0].kernel.assign(np.zeros((64, 8), "float32"))
+    assert np.abs(net.blocks[0].kernel.numpy()).sum() > 0  # independent weights
+
+    wrapped = clone_model(net, layers=keras.layers.Dense, replace=lambda layer: OptimizedLayer(
+        layer, {"kernel": [scale_transform(0.0)]}))
+    assert [type(b).__name__ for b in wrapped.blocks] == ["OptimizedLayer"] * 2
+    assert isinstance(wrapped.conv, keras.layers.Conv2D)
+    assert diff(wrapped(x), np.zeros((3, 8))) == 0.0   # both Dense kernels scaled to 0
+    assert {layer.name for layer in walk_layers(wrapped)} >= {"d1_opt", "d2_opt", "conv"}
+    plain = strip(wrapped)
+    assert type(plain) is Net and not find_wrappers(plain)
+    assert diff(plain(x), wrapped(x)) == 0.0
+
+
+def test_subclassed_model_that_cannot_be_rebuilt_gets_a_clear_error():
+    class Opaque:
+        pass
+
+    class Net(keras.Model):
+        def __init__(self, helper):
+            super().__init__()
+            self.helper = helper
             self.d = keras.layers.Dense(2)
 
         def call(self, x):
             return self.d(x)
 
-    net = Net()
+        def get_config(self):
+            raise NotImplementedError("no config")
+
+    net = Net(Opaque())
     net(np.zeros((1, 3), "float32"))
-    with pytest.raises(UnsupportedModelError, match=r"subclassed type Net.*Functional API"):
+    with pytest.raises(UnsupportedModelError, match=r"Subclassed model .*cannot be copied.*get_config"):
         clone_model(net)
 
 

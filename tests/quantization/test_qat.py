@@ -6,10 +6,10 @@ import pytest
 
 from kmot.core import find_wrappers
 from kmot.errors import KmotError
-from kmot.export import inspect, to_litert
+from kmot.export import inspect, parity, to_litert
 from kmot.quantization import (
     ActivationQuantizer, FakeQuantTransform, QuantizationError, QuantizeRule,
-    fold_batch_norms, foldable_pairs, is_qat_model, parity, quantize_model,
+    fold_batch_norms, foldable_pairs, is_qat_model, quantize_model,
 )
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

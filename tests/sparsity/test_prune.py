@@ -5,7 +5,7 @@ import pytest
 from kmot import sparsity
 from kmot.core import OptimizedLayer, find_wrappers, walk_layers
 from kmot.errors import LayerSelectionError, TransformError
-from kmot.export import inspect, to_litert
+from kmot.export import check_tflite_pattern, inspect, to_litert
 
 CONST_HALF = sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1)
 
@@ -229,7 +229,7 @@ def test_two_of_four_pattern_in_keras_and_tflite(digits_data):
     assert groups.max() <= 2 and groups.mean() == pytest.approx(2.0)
     for quantize in (None, "int8"):
         content = to_litert(final, quantize=quantize, representative_data=x)
-        checks = sparsity.check_tflite_pattern(content, sparsity_m_by_n=(2, 4))
+        checks = check_tflite_pattern(content, sparsity_m_by_n=(2, 4))
         fc = [c for c in checks if c.op == "FULLY_CONNECTED"]
         assert len(fc) == 2 and all(c.ok for c in fc)
         # The conv has 1 input channel: no 4-group to check, so it is not listed.
@@ -250,7 +250,7 @@ def test_block_sparsity(digits_data):
     blocks = (kernel != 0).reshape(72, 4, 16, 2).sum(axis=(1, 3))
     assert set(np.unique(blocks)) <= {0, 8}
     assert np.mean(blocks == 0) == pytest.approx(0.5, abs=0.01)
-    checks = sparsity.check_tflite_pattern(to_litert(final), block_size=(4, 2))
+    checks = check_tflite_pattern(to_litert(final), block_size=(4, 2))
     assert next(c for c in checks if c.shape == (32, 288)).ok
 
 

@@ -9,29 +9,31 @@ import numpy as np
 
 from kmot.clustering.centroids import CENTROID_INITS
 from kmot.clustering.transform import ClusterTransform
-from kmot.core import OptimizedLayer, clone_model, strip
+from kmot.core import OptimizedLayer, clone_model, flatten_chain, kernels, strip
+from kmot.core.kernels import channels_last, warn_unknown_weights
 from kmot.core.rewrite import effective_weights
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.core.wrapper import weight_key
 from kmot.errors import LayerSelectionError, TransformError
-from kmot.sparsity.prune import PRUNABLE_WEIGHTS
 
 __all__ = ["cluster_weights", "strip_clustering", "clusterable_weights", "summary",
            "ClusterSummary", "WeightClusters"]
 
 
-def clusterable_weights(layer: keras.layers.Layer) -> list[keras.Variable]:
-    """The weights kmot clusters in `layer`: kernels (as pruning), or a custom
-    layer's ``get_clusterable_weights()``."""
+def _clusterable(layer: keras.layers.Layer) -> list[tuple[keras.Variable, tuple[int, ...]]]:
+    """(variable, output-channel axes) of each weight to cluster in `layer`."""
     if isinstance(layer, OptimizedLayer):
-        return clusterable_weights(layer.layer)
+        layer = layer.layer
     custom = getattr(layer, "get_clusterable_weights", None)
     if callable(custom):
-        return list(custom())
-    for cls in type(layer).__mro__:
-        if cls in PRUNABLE_WEIGHTS:
-            return [getattr(layer, name) for name in PRUNABLE_WEIGHTS[cls]]
-    return []
+        return [(v, (-1,)) for v in custom()]
+    return [(k.variable, k.layout.out_axes) for k in kernels(layer)]
+
+
+def clusterable_weights(layer: keras.layers.Layer) -> list[keras.Variable]:
+    """The weights kmot clusters in `layer`: its kernels (see `kmot.core.kernels`),
+    or a custom layer's ``get_clusterable_weights()``."""
+    return [v for v, _ in _clusterable(layer)]
 
 
 def _check(number_of_clusters, init):
@@ -96,8 +98,8 @@ def cluster_weights(
 
     def replace(layer):
         inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
-        variables = clusterable_weights(inner)
-        if not variables:
+        found = _clusterable(inner)
+        if not found:
             if inner.name in named:
                 raise LayerSelectionError(
                     f"Layer '{inner.name}' ({type(inner).__name__}) has no clusterable weights. "
@@ -106,33 +108,36 @@ def cluster_weights(
                 )
             return None
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
-        for v in variables:
+        for v, axes in found:
             wrapper.add_transform(weight_key(inner, v), ClusterTransform(
                 number_of_clusters, init=cluster_centroids_init,
-                preserve_sparsity=preserve_sparsity, per_channel=cluster_per_channel))
+                preserve_sparsity=preserve_sparsity, per_channel=cluster_per_channel,
+                channel_axes=axes))
         return wrapper
 
-    return clone_model(to_cluster, layers=layers, replace=replace)
+    clustered = clone_model(to_cluster, layers=layers, replace=replace)
+    warn_unknown_weights(to_cluster, selected, "cluster_weights")
+    return clustered
 
 
-def _only_clustering(wrapper: OptimizedLayer) -> bool:
-    return all(isinstance(t, ClusterTransform) for c in wrapper.transforms.values() for t in c)
+def _is_clustering(transform) -> bool:
+    return isinstance(transform, ClusterTransform)
+
+
+def _has_clustering(wrapper: OptimizedLayer) -> bool:
+    return any(_is_clustering(t) for c in wrapper.transforms.values() for t in flatten_chain(c))
 
 
 def strip_clustering(model: keras.Model) -> keras.Model:
     """Removes clustering wrappers: plain layers holding the clustered values.
 
+    Each weight's chain is baked up to its clustering (a pruning mask before it
+    included); transforms after it (a fake quantization) stay, in a wrapper.
+
     Example:
         >>> final = strip_clustering(clustered)  # doctest: +SKIP
     """
-    mixed = [layer.name for layer in walk_layers(model)
-             if isinstance(layer, OptimizedLayer) and not _only_clustering(layer)]
-    if mixed:
-        raise TransformError(
-            f"Layers {mixed} carry other transforms besides clustering. Strip them all "
-            f"with kmot.core.strip(model). Received: {len(mixed)} mixed wrapper(s)"
-        )
-    return strip(model, wrappers=_only_clustering)
+    return strip(model, wrappers=_has_clustering, through=_is_clustering)
 
 
 @dataclass(frozen=True)
@@ -166,8 +171,11 @@ def summary(model: keras.Model) -> ClusterSummary:
         >>> print(summary(clustered))  # doctest: +SKIP
     """
     rows = []
+    inners = [getattr(layer, "layer", layer) for layer in walk_layers(model)]
+    axes = {(inner.name, weight_key(inner, v)): a for inner in inners for v, a in _clusterable(inner)}
     for layer, key, a in effective_weights(model, clusterable_weights):
-        per_channel = max(len(np.unique(a[..., c])) for c in range(a.shape[-1]))
+        by_channel = channels_last(a, axes.get((layer.name, key), (-1,)))
+        per_channel = max(len(np.unique(by_channel[..., c])) for c in range(by_channel.shape[-1]))
         rows.append(WeightClusters(layer.name, key, tuple(a.shape), len(np.unique(a)),
                                    per_channel, float(np.mean(a == 0))))
     return ClusterSummary(tuple(rows))

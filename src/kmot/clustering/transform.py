@@ -9,36 +9,11 @@ import numpy as np
 from keras import ops
 
 from kmot.clustering.centroids import init_centroids
+from kmot.core.constraints import apply_mask, take_shared
+from kmot.core.kernels import channels_back, channels_last
 from kmot.core.transform import WeightTransform
 
 __all__ = ["ClusterTransform"]
-
-
-def _take_centroids_bincount(centroids, index):
-    """``take(centroids, index)`` whose centroid gradient is a weighted bincount.
-
-    The gradient of a gather is a scatter-add of every weight's gradient into k
-    slots; TensorFlow's (unsorted_segment_sum) is 13x slower than bincount on
-    a 0.5M-weight kernel: with it the transform's forward and backward took
-    15.3 ms there, with bincount 8.8 ms.
-    """
-
-    @ops.custom_gradient
-    def take(centroids):
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return ops.bincount(index, weights=upstream, minlength=centroids.shape[0])
-
-        return ops.take(centroids, index), grad
-
-    return take(centroids)
-
-
-def _take_centroids(centroids, index):
-    # Backends without ops.custom_gradient (torch) use the gather's own gradient.
-    if keras.backend.backend() in ("tensorflow", "jax"):
-        return _take_centroids_bincount(centroids, index)
-    return ops.take(centroids, index)
 
 
 @keras.saving.register_keras_serializable(package="kmot")
@@ -54,16 +29,21 @@ class ClusterTransform(WeightTransform):
         init: ``"kmeans++"``, ``"linear"``, ``"density"`` or ``"random"``.
         preserve_sparsity: weights that are exactly zero when wrapped stay zero,
             on a fixed zero centroid that counts as one of the clusters.
-        per_channel: separate centroids for each slice of the last axis (the
-            output channels of Dense and convolution kernels).
+        per_channel: separate centroids for each output channel.
+        channel_axes: the output-channel axes of the weight (see
+            `kmot.core.KernelLayout`); default the last axis. `cluster_weights`
+            passes each kernel's own (a depthwise kernel's last two, a transposed
+            convolution's second-to-last).
     """
 
     def __init__(self, number_of_clusters: int, *, init: str = "kmeans++",
-                 preserve_sparsity: bool = False, per_channel: bool = False):
+                 preserve_sparsity: bool = False, per_channel: bool = False,
+                 channel_axes: tuple[int, ...] | None = None):
         self.number_of_clusters = number_of_clusters
         self.init = init
         self.preserve_sparsity = preserve_sparsity
         self.per_channel = per_channel
+        self.channel_axes = tuple(channel_axes) if channel_axes is not None else (-1,)
 
     def _initial(self, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Initial centroids, (channels or 1, k'), and the nonzero mask."""
@@ -71,8 +51,13 @@ class ClusterTransform(WeightTransform):
         # The zero of preserve_sparsity is one of the clusters. The count must not
         # depend on the data: a rebuilt (cloned, loaded) layer needs the same shapes.
         k = self.number_of_clusters - (1 if self.preserve_sparsity else 0)
-        slices = [weight[..., c] for c in range(weight.shape[-1])] if self.per_channel else [weight]
-        masks = [nonzero[..., c] for c in range(weight.shape[-1])] if self.per_channel else [nonzero]
+        if self.per_channel:
+            by_channel = channels_last(weight, self.channel_axes)
+            kept = channels_last(nonzero, self.channel_axes)
+            slices = [by_channel[..., c] for c in range(by_channel.shape[-1])]
+            masks = [kept[..., c] for c in range(by_channel.shape[-1])]
+        else:
+            slices, masks = [weight], [nonzero]
         rows = [init_centroids(s[m] if m.any() else np.zeros(1), k, self.init, seed=i)
                 for i, (s, m) in enumerate(zip(slices, masks))]
         return np.stack(rows), nonzero
@@ -89,26 +74,28 @@ class ClusterTransform(WeightTransform):
         centroids = self.centroids.value
         if self.per_channel:
             # (..., C) against (C, k): distance to each channel's own centroids.
-            dist = ops.abs(ops.expand_dims(value, -1) - centroids)
+            by_channel = channels_last(value, self.channel_axes)
+            dist = ops.abs(ops.expand_dims(by_channel, -1) - centroids)
             index = ops.argmin(dist, axis=-1)
             one_hot = ops.one_hot(index, centroids.shape[-1], dtype=value.dtype)
-            return ops.sum(one_hot * centroids, axis=-1)
+            clustered = ops.sum(one_hot * centroids, axis=-1)
+            return channels_back(clustered, self.channel_axes, tuple(value.shape))
         # Nearest centroid by binary search over the midpoints of the sorted
         # centroids: O(n log k), not the O(n k) distance matrix (3x the step time).
         ordered = ops.take(centroids[0], ops.argsort(centroids[0]))
         midpoints = (ordered[1:] + ordered[:-1]) / 2
         index = ops.searchsorted(midpoints, ops.reshape(value, (-1,)))
-        return ops.reshape(_take_centroids(ordered, index), value.shape)
+        return ops.reshape(take_shared(ordered, index), value.shape)
 
     def __call__(self, value, *, training):
         clustered = self._clustered(value)
         if training:  # straight-through: the weight trains as if unclustered
             clustered = clustered + value - ops.stop_gradient(value)
         if self.preserve_sparsity:
-            clustered = ops.where(ops.greater(self.keep.value, 0), clustered,
-                                  ops.zeros_like(clustered))
+            clustered = apply_mask(clustered, self.keep.value)
         return clustered
 
     def get_config(self) -> dict[str, Any]:
         return {"number_of_clusters": self.number_of_clusters, "init": self.init,
-                "preserve_sparsity": self.preserve_sparsity, "per_channel": self.per_channel}
+                "preserve_sparsity": self.preserve_sparsity, "per_channel": self.per_channel,
+                "channel_axes": list(self.channel_axes)}

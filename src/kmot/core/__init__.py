@@ -1,30 +1,52 @@
-"""Model surgery and the one wrapper; knows nothing of any technique."""
+"""Model surgery, kernels and the one wrapper; knows nothing of any technique."""
 
-from kmot.core.rewrite import (
-    clone_layer,
-    clone_model,
-    effective_weights,
-    find_wrappers,
-    is_graph_model,
-    strip,
+from kmot.core.chains import Carried, Reparameterized, copy_transform, rewrap
+from kmot.core.constraints import KeepZerosTransform, SharedValuesTransform
+from kmot.core.graph import as_functional, clone_layer, clone_model, input_shapes, is_graph_model
+from kmot.core.kernels import (
+    Kernel,
+    KernelLayout,
+    kernel_layouts,
+    kernels,
+    register_kernel_layout,
+    unknown_weights,
 )
-from kmot.core.selection import LayerSelector, make_predicate, walk_layers
-from kmot.core.transform import AddWeight, WeightTransform
+from kmot.core.rewrite import effective_weights, find_wrappers, simulations, strip
+from kmot.core.selection import LayerSelector, make_predicate, walk_layers, walk_operations
+from kmot.core.transform import AddWeight, WeightTransform, WeightView, flatten_chain
 from kmot.core.wrapper import OptimizedLayer, weight_key, weight_keys
 
 __all__ = [
     "AddWeight",
+    "Carried",
+    "KeepZerosTransform",
+    "Kernel",
+    "KernelLayout",
     "LayerSelector",
     "OptimizedLayer",
+    "Reparameterized",
+    "SharedValuesTransform",
     "WeightTransform",
+    "WeightView",
+    "as_functional",
     "clone_layer",
     "clone_model",
+    "copy_transform",
     "effective_weights",
     "find_wrappers",
+    "flatten_chain",
+    "input_shapes",
     "is_graph_model",
+    "kernel_layouts",
+    "kernels",
     "make_predicate",
+    "register_kernel_layout",
+    "rewrap",
+    "simulations",
     "strip",
+    "unknown_weights",
     "walk_layers",
+    "walk_operations",
     "weight_key",
     "weight_keys",
 ]

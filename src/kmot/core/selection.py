@@ -20,7 +20,7 @@ import keras
 
 from kmot.errors import LayerSelectionError
 
-__all__ = ["LayerSelector", "make_predicate", "walk_layers"]
+__all__ = ["LayerSelector", "make_predicate", "walk_layers", "walk_operations"]
 
 LayerSelector = Union[
     None,
@@ -83,21 +83,49 @@ def make_predicate(layers: LayerSelector) -> Callable[[keras.layers.Layer], bool
 def walk_layers(model: keras.layers.Layer):
     """Yields every leaf layer of a model, descending into nested models.
 
-    Each layer is yielded once, even when it is shared. A subclassed model is a
-    leaf: its inner structure is not known.
+    Each layer is yielded once, even when it is shared. A subclassed model's
+    leaves are the layers it holds (attributes, lists, dicts); one that holds
+    none is a leaf itself.
     """
-    from keras.src.models.functional import Functional
-
     seen: set[int] = set()
 
     def _walk(layer):
         if id(layer) in seen:
             return
         seen.add(id(layer))
-        if isinstance(layer, (keras.Sequential, Functional)):
-            for sub in layer.layers:
+        if isinstance(layer, keras.Model) and (_is_graph(layer) or layer._layers):
+            for sub in (layer.layers if _is_graph(layer) else layer._layers):
                 yield from _walk(sub)
-        elif not isinstance(layer, keras.layers.InputLayer):
+        elif isinstance(layer, keras.layers.Layer) and not isinstance(layer, keras.layers.InputLayer):
             yield layer
 
     yield from _walk(model)
+
+
+def _is_graph(model) -> bool:
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def walk_operations(model: keras.layers.Layer):
+    """Yields every leaf layer and every ``keras.ops`` operation node of a model.
+
+    Operation nodes are what Functional graphs hold for ``keras.ops`` calls on
+    symbolic tensors (``x + 3``, ``ops.relu6(x)``): they have no weights and are
+    not layers. Nested graph models are entered.
+    """
+    yield from walk_layers(model)
+    seen: set[int] = set()
+
+    def _ops(m):
+        if id(m) in seen or not _is_graph(m):
+            return
+        seen.add(id(m))
+        for op in m._operations:
+            if isinstance(op, keras.Model):
+                yield from _ops(op)
+            elif not isinstance(op, keras.layers.Layer):
+                yield op
+
+    yield from _ops(model)

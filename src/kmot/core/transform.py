@@ -20,11 +20,52 @@ from typing import Any
 
 import keras
 
-__all__ = ["WeightTransform", "AddWeight"]
+__all__ = ["WeightTransform", "AddWeight", "WeightView", "flatten_chain"]
 
 #: ``add_weight(name, shape, *, initializer, dtype=None, trainable=False)``
 #: creates a state variable owned by the wrapping layer.
 AddWeight = Callable[..., keras.Variable]
+
+
+class WeightView:
+    """What a transform's `build` sees: a weight as the chain before it leaves it.
+
+    It has the variable's ``shape``, ``dtype``, ``path`` and ``name``, and the
+    *value* of the chain so far: a clustering built after a pruning mask sees the
+    zeros, a fake quantization after a clustering sees the shared values.
+
+    Args:
+        variable: the layer's weight.
+        value: the output of the transforms ahead in the chain (a tensor).
+    """
+
+    def __init__(self, variable: keras.Variable, value: Any):
+        self.variable = variable
+        self.value = value
+
+    @property
+    def shape(self):
+        return tuple(self.value.shape)
+
+    @property
+    def dtype(self):
+        return self.variable.dtype
+
+    @property
+    def path(self) -> str:
+        return self.variable.path
+
+    @property
+    def name(self) -> str:
+        return self.variable.name
+
+    def numpy(self):
+        import numpy as np
+
+        return np.asarray(keras.ops.convert_to_numpy(self.value))
+
+    def __repr__(self) -> str:
+        return f"WeightView({self.path}, shape={self.shape})"
 
 
 class WeightTransform:
@@ -45,12 +86,25 @@ class WeightTransform:
         ...         return {"factor": self.factor}
     """
 
-    def build(self, weight: keras.Variable, add_weight: AddWeight) -> None:
-        """Creates the transform's state for `weight` (called once, at build)."""
+    #: True for transforms that simulate what the deployment does itself (fake
+    #: quantization): export hands them to the converter, which implements them,
+    #: instead of baking them into the weights first.
+    simulates_deployment: bool = False
+
+    def build(self, weight: WeightView, add_weight: AddWeight) -> None:
+        """Creates the transform's state for `weight` (called once, at build).
+
+        `weight` shows the value the transforms ahead in the chain produce
+        (``weight.numpy()``), with the variable's shape and dtype.
+        """
 
     def __call__(self, value: Any, *, training: bool) -> Any:
         """Returns the value the layer computes with (a tensor; `keras.ops` only)."""
         return value
+
+    def children(self) -> list[WeightTransform]:
+        """Transforms this one runs inside it (see `kmot.core.Reparameterized`)."""
+        return []
 
     def on_step(self, step: int) -> None:
         """Updates the state at training step `step` (called eagerly by callbacks)."""
@@ -73,3 +127,12 @@ class WeightTransform:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def flatten_chain(chain) -> list[WeightTransform]:
+    """Every transform of a chain, those running inside others (`children`) included."""
+    out = []
+    for t in chain:
+        out.append(t)
+        out.extend(flatten_chain(t.children()))
+    return out

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kmot.core.transform import WeightTransform
+from kmot.core.transform import WeightTransform, WeightView
 from kmot.errors import TransformError
 
 __all__ = ["OptimizedLayer", "weight_key", "weight_keys"]
@@ -136,11 +136,13 @@ class OptimizedLayer(keras.layers.Wrapper):
             )
         self._index.by_var = {}
         for key, chain in self._chains.items():
+            value = ops.copy(variables[key].value)
             for index, t in enumerate(chain):
-                self._build_one(key, index, t, variables[key])
+                value = self._build_one(key, index, t, variables[key], value)
             self._index.by_var[id(variables[key])] = chain
 
-    def _build_one(self, key, index, transform, variable):
+    def _build_one(self, key, index, transform, variable, value):
+        """Builds `transform` on the value the chain ahead produces; returns its output."""
         created = self._index.variables.setdefault(id(transform), [])
 
         def add_weight(name, shape, *, initializer="zeros", dtype=None, trainable=False):
@@ -154,7 +156,8 @@ class OptimizedLayer(keras.layers.Wrapper):
             created.append(var)
             return var
 
-        transform.build(variable, add_weight)
+        transform.build(WeightView(variable, value), add_weight)
+        return transform(value, training=False)
 
     def transform_variables(self, transform: WeightTransform) -> list[keras.Variable]:
         """The state variables `transform` created in this wrapper, in creation order."""
@@ -177,7 +180,10 @@ class OptimizedLayer(keras.layers.Wrapper):
                     f"Layer '{self.layer.name}' has no weight named {key!r}. "
                     f"Expected one of {sorted(variables)}. Received: key={key!r}"
                 )
-            self._build_one(key, len(chain) - 1, transform, variables[key])
+            value = ops.copy(variables[key].value)
+            for t in chain[:-1]:
+                value = t(value, training=False)
+            self._build_one(key, len(chain) - 1, transform, variables[key], value)
             self._index.by_var[id(variables[key])] = chain
 
     # ------------------------------------------------------------------- call

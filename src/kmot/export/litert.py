@@ -304,25 +304,26 @@ def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
 
 
 def _prepare_quantization_aware(model, quantize):
-    """QAT models: int8 from their own ranges; weight-only QAT: stripped for int16x8."""
-    from kmot.core import find_wrappers, strip
-    from kmot.quantization import FakeQuantTransform, is_qat_model, is_weight_qat_model
+    """Models that simulate their quantization: int8 from their own ranges when
+    activations are simulated; weight-only simulation: stripped for int16x8."""
+    from kmot.core import find_wrappers, simulations, strip
 
-    if is_qat_model(model):
+    simulated = simulations(model)
+    if "activations" in simulated:
         if quantize not in (None, "int8"):
             raise KmotError(
                 "This model is quantization-aware (int8): it exports as int8 with the "
                 "ranges it learned. Expected quantize=None or 'int8'. "
                 f"Received: quantize={quantize!r}"
             )
-        fake_quant = lambda t: isinstance(t, FakeQuantTransform)  # noqa: E731
-        if any(not fake_quant(t) for w in find_wrappers(model)
+        baked = lambda t: not t.simulates_deployment  # noqa: E731
+        if any(baked(t) for w in find_wrappers(model)
                for chain in w.transforms.values() for t in chain):
             # Bake masks and clusters into the weights: the converter then sees
             # constant weights under FakeQuant, not the ops that computed them.
-            model = strip(model, transforms=lambda t: not fake_quant(t))
+            model = strip(model, transforms=baked)
         return model, "int8", True
-    if is_weight_qat_model(model):
+    if "weights" in simulated:
         if quantize not in ("int16x8", "int8"):
             raise KmotError(
                 "This model was prepared with quantize_model(scheme='int16x8'): its weights "

@@ -1,7 +1,6 @@
 """Quantization-aware training for LiteRT: fake quantizers, BN folding, `quantize_model`."""
 
 from kmot.quantization.fold import fold_batch_norms, foldable_pairs
-from kmot.quantization.parity import LayerParity, ParityReport, parity
 from kmot.quantization.quantize import (
     SCHEMES,
     QuantizationError,
@@ -17,15 +16,12 @@ __all__ = [
     "SCHEMES",
     "ActivationQuantizer",
     "FakeQuantTransform",
-    "LayerParity",
-    "ParityReport",
     "QuantizationError",
     "QuantizeRule",
     "fold_batch_norms",
     "foldable_pairs",
     "is_qat_model",
     "is_weight_qat_model",
-    "parity",
     "quantize_model",
     "rule_for",
 ]

@@ -2,7 +2,9 @@
 
 After folding, the layer's kernel and bias are what inference computes with, so
 quantization-aware training fake-quantizes exactly the weights LiteRT stores.
-The BatchNormalization layer becomes a `FoldedBatchNorm` pass-through (names are kept).
+The BatchNormalization layer becomes a `FoldedBatchNorm` pass-through (names are
+kept). A producer that carries transforms (a pruned or clustered layer, not yet
+stripped) keeps them: they go on running on the kernel as it was, scaled after.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kmot.core import clone_model
+from kmot.core import Carried, OptimizedLayer, clone_model, kernels, rewrap
 from kmot.core.selection import walk_layers
 
 __all__ = ["fold_batch_norms", "foldable_pairs", "FoldedBatchNorm"]
@@ -34,12 +36,23 @@ class FoldedBatchNorm(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-_FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-             keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+_FOLDABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+             keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
 def _linear(layer) -> bool:
     return getattr(layer, "activation", None) in (None, keras.activations.linear)
+
+
+def _fold_target(producer) -> bool:
+    """A linear Dense / conv / depthwise conv whose transforms (if any) are on its kernel."""
+    inner = producer.layer if isinstance(producer, OptimizedLayer) else producer
+    if not isinstance(inner, _FOLDABLE) or not _linear(inner) or len(kernels(inner)) != 1:
+        return False
+    if isinstance(producer, OptimizedLayer):
+        return set(k for k, chain in producer.transforms.items() if chain) <= {"kernel"}
+    return True
 
 
 def foldable_pairs(model: keras.Model) -> dict[str, str]:
@@ -57,30 +70,36 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
             continue
         history = getattr(bn.input, "_keras_history", None)
         producer = history.operation if history else None
-        if (isinstance(producer, _FOLDABLE) and _linear(producer)
-                and not isinstance(producer, keras.layers.Conv1DTranspose)
+        if (isinstance(producer, keras.layers.Layer) and _fold_target(producer)
                 and len(producer._inbound_nodes) == 1 and len(producer._outbound_nodes) == 1):
             pairs[producer.name] = bn.name
     return pairs
 
 
-def _folded(layer, bn):
-    """A copy of `layer` with `bn` (inference statistics) folded into it."""
+def _bn_scale_shift(bn) -> tuple[np.ndarray, np.ndarray]:
     gamma = bn.gamma.numpy() if bn.scale else 1.0
     beta = bn.beta.numpy() if bn.center else 0.0
     scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-    shift = beta - bn.moving_mean.numpy() * scale
-    kernel = layer.kernel.numpy()
-    bias = layer.bias.numpy() if layer.use_bias else np.zeros(scale.shape, kernel.dtype)
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        kernel = kernel * scale.reshape(kernel.shape[-2:])
-    else:
-        kernel = kernel * scale
-    config = layer.get_config() | {"use_bias": True}
-    new = type(layer).from_config(config)
-    new.build_from_config(layer.get_build_config())
-    new.kernel.assign(kernel.astype(layer.kernel.dtype))
-    new.bias.assign((bias * scale + shift).astype(layer.kernel.dtype))
+    return scale, beta - bn.moving_mean.numpy() * scale
+
+
+def _folded(producer, bn):
+    """A copy of `producer` with `bn` (inference statistics) folded into it."""
+    inner = producer.layer if isinstance(producer, OptimizedLayer) else producer
+    scale, shift = _bn_scale_shift(bn)
+    kernel = kernels(inner)[0]
+    value = kernel.variable.numpy()
+    out_axes = kernel.out_axes()
+    # The per-channel scale laid along the kernel's output axes (both of a depthwise one).
+    broadcast = [value.shape[a] if a in out_axes else 1 for a in range(value.ndim)]
+    factor = scale.reshape(broadcast).astype(value.dtype)
+    bias = inner.bias.numpy() if inner.use_bias else np.zeros(scale.shape, value.dtype)
+    new = type(inner).from_config(inner.get_config() | {"use_bias": True})
+    new.build_from_config(inner.get_build_config())
+    new.kernel.assign(value * factor)
+    new.bias.assign((bias * scale + shift).astype(value.dtype))
+    if isinstance(producer, OptimizedLayer):
+        return rewrap(new, {"kernel": Carried(producer, "kernel", scale=factor)}, name=producer.name)
     return new
 
 
@@ -104,4 +123,3 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
         return None
 
     return clone_model(model, replace=replace)
-

@@ -35,6 +35,8 @@ class FakeQuantTransform(WeightTransform):
         axis: None (per-tensor), the output-channel axis, or `DEPTHWISE`.
     """
 
+    simulates_deployment = True  # the converter quantizes the weight itself
+
     def __init__(self, num_bits: int = 8, axis: int | str | None = None):
         self.num_bits = num_bits
         self.axis = axis
@@ -80,6 +82,8 @@ class ActivationQuantizer(keras.layers.Layer):
         >>> q = ActivationQuantizer()
         >>> y = q(keras.ops.ones((2, 3)), training=True)
     """
+
+    simulates_deployment = True  # the converter reads its range: no calibration
 
     def __init__(self, num_bits: int = 8, ema_decay: float = 0.99,
                  fixed_range: tuple[float, float] | None = None, **kwargs):

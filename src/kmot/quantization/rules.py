@@ -1,7 +1,7 @@
-"""How each layer is quantized for LiteRT's int8 kernels: weights, output, fusion.
+"""How each layer and operation is quantized for LiteRT's int8 kernels.
 
 A rule says which weights get fake quantization (and on which axis) and what
-happens to the layer's output:
+happens to the output:
 
 * ``"requantize"``: LiteRT writes a new scale: an `ActivationQuantizer` follows;
 * ``"keep"``: the op keeps its input's scale (pooling max, reshape, padding...):
@@ -10,18 +10,24 @@ happens to the layer's output:
 * ``"relu"``: an activation LiteRT fuses into the op before it when that op has
   no other consumer: then the quantizer follows the activation, not the op.
 
-Custom layers opt in with ``get_quantize_rule() -> QuantizeRule``.
+Rules cover layers and the operation nodes ``keras.ops`` leaves in a Functional
+graph (``x + 3``, ``ops.relu6``, ``x * y``). Custom layers opt in with
+``get_quantize_rule() -> QuantizeRule``. Per-channel weight axes come from the
+kernel table (`kmot.core.kernels`); which layers may be per channel at all is
+the converter's business and lives here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 
+from kmot.core import kernels
 from kmot.quantization.quantizers import DEPTHWISE
 
-__all__ = ["QuantizeRule", "rule_for", "FUSABLE_ACTIVATIONS", "fixed_range_of"]
+__all__ = ["QuantizeRule", "rule_for", "FUSABLE_ACTIVATIONS", "fixed_range_of", "op_rule"]
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "linear")
 
@@ -64,29 +70,48 @@ def _activation_rule(name: str) -> QuantizeRule:
     return QuantizeRule(output="requantize")
 
 
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_TRANSPOSE = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-              keras.layers.Conv3DTranspose)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+L = keras.layers
+# Per tensor: the converter rejects a per-channel axis on these ("tfl.transpose op
+# has mismatched quantized axes"): Dense and EinsumDense kernels are transposed for
+# FULLY_CONNECTED, transposed convolutions for TRANSPOSE_CONV.
+_PER_TENSOR = (L.Dense, L.EinsumDense, L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+# Per output channel (the kernel table's output axes).
+_PER_CHANNEL = (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D,
+                L.SeparableConv1D, L.SeparableConv2D)
 _KEEP = (
-    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-    keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
-    keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute,
-    keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
-    keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D,
-    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.Identity,
-    keras.layers.RepeatVector, keras.layers.ActivityRegularization,
+    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+    L.Reshape, L.Flatten, L.Permute,
+    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
+    L.Cropping1D, L.Cropping2D, L.Cropping3D,
+    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
+    L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.Identity,
+    L.RepeatVector, L.ActivityRegularization,
 )
 _REQUANTIZE = (
-    keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
-    keras.layers.Maximum, keras.layers.Minimum, keras.layers.Concatenate,
-    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
-    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D, keras.layers.Rescaling, keras.layers.BatchNormalization,
-    keras.layers.PReLU, keras.layers.LeakyReLU,
+    L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate,
+    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+    L.Rescaling, L.BatchNormalization, L.PReLU, L.LeakyReLU,
 )
+del L
+
+
+def _axis(layout_axes: tuple[int, ...]) -> int | str:
+    return DEPTHWISE if tuple(layout_axes) == (-2, -1) else layout_axes[0]
+
+
+def _weights_rule(layer) -> dict[str, int | str | None]:
+    found = kernels(layer)
+    if isinstance(layer, _PER_TENSOR) or (
+            isinstance(layer, keras.layers.Conv1D)
+            and (layer.padding == "causal" or layer.data_format != "channels_last")):
+        # Keras runs a causal or channels-first Conv1D on expand_dims(kernel): the
+        # converter cannot carry a per-channel axis through that, unless it is
+        # rewritten as a 1 x k Conv2D (quantize.py does so for the others).
+        return {k.key: None for k in found}
+    return {k.key: _axis(k.layout.out_axes) for k in found}
 
 
 def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
@@ -94,27 +119,11 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
     custom = getattr(layer, "get_quantize_rule", None)
     if callable(custom):
         return custom()
-    if isinstance(layer, _TRANSPOSE):  # (before _CONV: Conv2DTranspose is a Conv2D)
-        # Per-tensor: the converter rejects per-channel fake quant on their
-        # output-channel axis ("tfl.transpose op has mismatched quantized axes").
-        return QuantizeRule(weights={"kernel": None})
-    if isinstance(layer, keras.layers.Conv1D):
-        if layer.padding == "causal" or layer.data_format != "channels_last":
-            # Keras runs Conv1D on expand_dims(kernel): the converter cannot carry a
-            # per-channel axis through that ("mismatched quantized axes"), so
-            # per-tensor, unless it is rewritten as a 1 x k Conv2D (quantize.py).
-            return QuantizeRule(weights={"kernel": None})
-        return QuantizeRule(weights={"kernel": -1})
-    if isinstance(layer, _CONV):
-        return QuantizeRule(weights={"kernel": -1})
-    if isinstance(layer, _DEPTHWISE):
-        return QuantizeRule(weights={"kernel": DEPTHWISE})
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        # Split into depthwise + quantizer + 1x1 conv when quantized (see quantize.py).
-        return QuantizeRule(weights={"depthwise_kernel": DEPTHWISE, "pointwise_kernel": -1})
-    if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
-        # Per-tensor: per-channel Dense breaks conversion (mismatched quantized axes).
-        return QuantizeRule(weights={"kernel": None})
+    if not isinstance(layer, keras.layers.Layer):
+        return op_rule(layer)
+    if isinstance(layer, _PER_TENSOR + _PER_CHANNEL):
+        # SeparableConv is split into depthwise + quantizer + 1x1 conv (quantize.py).
+        return QuantizeRule(weights=_weights_rule(layer))
     from kmot.quantization.fold import FoldedBatchNorm
 
     if isinstance(layer, (_KEEP, FoldedBatchNorm)):
@@ -129,6 +138,32 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
     if isinstance(layer, keras.layers.Activation):
         return _activation_rule(_activation_name(layer))
     return None
+
+
+# keras.ops nodes, by class name (their classes live in keras.src.ops).
+_OP_OUTPUT = {
+    **dict.fromkeys(("Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Mean",
+                     "Concatenate", "Average", "Maximum", "Minimum", "Square", "HardSilu",
+                     "Silu", "Gelu", "Elu", "LeakyRelu", "HardSigmoid"), "requantize"),
+    **dict.fromkeys(("Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Slice",
+                     "Moveaxis", "Ravel", "Max", "Amax", "Copy", "Identity", "Repeat",
+                     "Tile", "BroadcastTo", "Pad", "MaxPool", "Flip", "Swapaxes",
+                     "StopGradient", "Cast"), "keep"),
+    "Relu": "relu", "Relu6": "relu",
+}
+_OP_FIXED = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}
+
+
+def op_rule(op: Any) -> QuantizeRule | None:
+    """The int8 rule of a ``keras.ops`` operation node, or None when unknown."""
+    module = type(op).__module__
+    if not module.startswith("keras."):
+        return None
+    name = type(op).__name__
+    if name in _OP_FIXED:
+        return QuantizeRule(output="fixed", fixed_range=_FIXED[_OP_FIXED[name]])
+    output = _OP_OUTPUT.get(name)
+    return QuantizeRule(output=output) if output else None
 
 
 def activation_of(layer: keras.layers.Layer) -> str:

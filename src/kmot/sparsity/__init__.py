@@ -1,7 +1,7 @@
-"""Magnitude pruning for Keras 3: schedules, block and N:M patterns, strip, checks."""
+"""Magnitude pruning for Keras 3: schedules, block and N:M patterns, strip, summaries."""
 
 from kmot.sparsity.callbacks import UpdatePruningStep
-from kmot.sparsity.prune import PRUNABLE_WEIGHTS, prunable_weights, prune_low_magnitude, strip_pruning
+from kmot.sparsity.prune import prunable_weights, prune_low_magnitude, strip_pruning
 from kmot.sparsity.schedule import (
     ConstantSparsity,
     PolynomialDecay,
@@ -9,20 +9,11 @@ from kmot.sparsity.schedule import (
     ScaledSparsity,
     ScheduleError,
 )
-from kmot.sparsity.summary import (
-    PatternCheck,
-    SparsitySummary,
-    WeightSparsity,
-    check_tflite_pattern,
-    summary,
-)
-from kmot.sparsity.transform import KeepZerosTransform, PruneTransform
+from kmot.sparsity.summary import SparsitySummary, WeightSparsity, summary
+from kmot.sparsity.transform import PruneTransform
 
 __all__ = [
-    "PRUNABLE_WEIGHTS",
-    "KeepZerosTransform",
     "ConstantSparsity",
-    "PatternCheck",
     "PolynomialDecay",
     "PruneTransform",
     "PruningSchedule",
@@ -31,7 +22,6 @@ __all__ = [
     "SparsitySummary",
     "UpdatePruningStep",
     "WeightSparsity",
-    "check_tflite_pattern",
     "prunable_weights",
     "prune_low_magnitude",
     "strip_pruning",

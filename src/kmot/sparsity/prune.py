@@ -7,54 +7,24 @@ from typing import Any
 
 import keras
 
-from kmot.core import OptimizedLayer, clone_model, strip
+from kmot.core import OptimizedLayer, clone_model, flatten_chain, kernel_layouts, kernels, strip
+from kmot.core.kernels import warn_unknown_weights
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
-from kmot.core.wrapper import weight_key
 from kmot.errors import LayerSelectionError, TransformError
 from kmot.sparsity.schedule import PruningSchedule
 from kmot.sparsity.transform import PruneTransform
 
-__all__ = ["prune_low_magnitude", "strip_pruning", "prunable_weights", "PRUNABLE_WEIGHTS"]
-
-#: Prunable weights of built-in layers, by class (subclasses included): biases and
-#: normalization parameters are never pruned.
-PRUNABLE_WEIGHTS: dict[type, tuple[str, ...]] = {
-    keras.layers.Dense: ("kernel",),
-    keras.layers.EinsumDense: ("kernel",),
-    keras.layers.Conv1D: ("kernel",),
-    keras.layers.Conv2D: ("kernel",),
-    keras.layers.Conv3D: ("kernel",),
-    keras.layers.Conv1DTranspose: ("kernel",),
-    keras.layers.Conv2DTranspose: ("kernel",),
-    keras.layers.Conv3DTranspose: ("kernel",),
-    keras.layers.DepthwiseConv1D: ("kernel",),
-    keras.layers.DepthwiseConv2D: ("kernel",),
-    keras.layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
-    keras.layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
-    keras.layers.Embedding: ("embeddings",),
-}
-
-# N:M groups run along the input-channel axis; these kernels keep it at -2.
-_N_OF_M_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-
+__all__ = ["prune_low_magnitude", "strip_pruning", "prunable_weights"]
 
 def prunable_weights(layer: keras.layers.Layer) -> list[keras.Variable]:
-    """The weights kmot prunes in `layer` (empty: the layer passes through).
+    """The weights kmot prunes in `layer`: its kernels (empty: the layer passes through).
 
-    Custom layers opt in with a ``get_prunable_weights()`` method returning
-    variables (tfmot's `PrunableLayer` protocol); built-in layers use
-    `PRUNABLE_WEIGHTS`.
+    Kernels come from `kmot.core.kernels`: built-in layers (Dense, EinsumDense,
+    convolutions, Embedding, recurrent cells, and layers made of them, such as
+    LSTM or MultiHeadAttention), and custom layers declaring theirs with
+    ``get_kernel_layouts()`` or tfmot's ``get_prunable_weights()``.
     """
-    if isinstance(layer, OptimizedLayer):
-        return prunable_weights(layer.layer)
-    custom = getattr(layer, "get_prunable_weights", None)
-    if callable(custom):
-        return list(custom())
-    for cls in type(layer).__mro__:
-        names = PRUNABLE_WEIGHTS.get(cls)
-        if names is not None:
-            return [getattr(layer, name) for name in names]
-    return []
+    return [k.variable for k in kernels(layer)]
 
 
 def _check_schedule(schedule: Any) -> PruningSchedule:
@@ -93,36 +63,33 @@ def _check_pattern(block_size, pooling, m_by_n):
             )
 
 
-def _n_of_m_problem(layer, variable, m) -> str | None:
-    if not isinstance(layer, _N_OF_M_LAYERS):
-        return f"{type(layer).__name__} (N:M supports Dense and Conv1D/2D/3D kernels)"
-    channels = int(variable.shape[-2])
+def _n_of_m_problem(layer, kernel, m) -> str | None:
+    """Why `kernel` cannot take an N:M pattern along its input channels, or None."""
+    axes = kernel.in_axes()
+    if len(axes) != 1 or kernel.layout.channelwise:
+        return (f"{type(layer).__name__} (N:M groups run along one input-channel axis, "
+                f"which its {kernel.key!r} does not have)")
+    channels = int(kernel.variable.shape[axes[0]])
     if channels % m:
         return f"{channels} input channels, not a multiple of {m}"
     return None
 
 
-def _prunable_keys(layer: keras.layers.Layer) -> tuple[list[str], list]:
-    """Keys (and variables, once built) of the weights to prune in `layer`."""
-    if layer.built:
-        variables = prunable_weights(layer)
-        return [weight_key(layer, v) for v in variables], variables
-    for cls in type(layer).__mro__:
-        if cls in PRUNABLE_WEIGHTS and not callable(getattr(layer, "get_prunable_weights", None)):
-            return list(PRUNABLE_WEIGHTS[cls]), []
-    if callable(getattr(layer, "get_prunable_weights", None)):
+def _prunable_keys(layer: keras.layers.Layer) -> list[str]:
+    """Keys of the weights to prune in `layer` (built or not)."""
+    if not layer.built and callable(getattr(layer, "get_prunable_weights", None)):
         raise TransformError(
             f"Layer '{layer.name}' ({type(layer).__name__}) is not built, so its "
             "get_prunable_weights() has nothing to return yet. Build it first "
             "(layer.build(input_shape) or call it on data). Received: an unbuilt layer"
         )
-    return [], []
+    return [k.key for k in kernel_layouts(layer)]
 
 
 def _wrap(layer, schedule, block_size, pooling, m_by_n, explicit, skipped):
     """Wraps one layer copy with prune transforms; returns None to leave it alone."""
     inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
-    keys, variables = _prunable_keys(inner)
+    keys = _prunable_keys(inner)
     if not keys:
         if explicit:
             raise LayerSelectionError(
@@ -131,6 +98,7 @@ def _wrap(layer, schedule, block_size, pooling, m_by_n, explicit, skipped):
                 f"Received: layers selecting '{inner.name}'"
             )
         return None
+    axes = {}
     if m_by_n:
         if not inner.built:
             raise TransformError(
@@ -138,7 +106,8 @@ def _wrap(layer, schedule, block_size, pooling, m_by_n, explicit, skipped):
                 f"check {m_by_n[0]}:{m_by_n[1]} sparsity. Build it first "
                 "(layer.build(input_shape)). Received: an unbuilt layer"
             )
-        problems = [_n_of_m_problem(inner, v, m_by_n[1]) for v in variables]
+        found = kernels(inner)
+        problems = [_n_of_m_problem(inner, k, m_by_n[1]) for k in found]
         if any(problems):
             reason = next(p for p in problems if p)
             if explicit:
@@ -148,11 +117,12 @@ def _wrap(layer, schedule, block_size, pooling, m_by_n, explicit, skipped):
                 )
             skipped.append(f"{inner.name} ({reason})")
             return None
+        axes = {k.key: k.layout.in_axes[0] for k in found}
     wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
     for key in keys:
         wrapper.add_transform(key, PruneTransform(
             schedule, block_size=block_size, block_pooling_type=pooling,
-            sparsity_m_by_n=m_by_n,
+            sparsity_m_by_n=m_by_n, n_of_m_axis=axes.get(key, -2),
         ))
     return wrapper
 
@@ -243,6 +213,7 @@ def prune_low_magnitude(
         replace=lambda layer: _wrap(layer, schedules.get(layer.name, schedule), block_size,
                                     block_pooling_type, m_by_n, layer.name in named, skipped),
     )
+    warn_unknown_weights(to_prune, selected, "prune_low_magnitude")
     if skipped:
         warnings.warn(
             f"{m_by_n[0]}:{m_by_n[1]} sparsity skipped {len(skipped)} layer(s) that cannot take "
@@ -297,29 +268,23 @@ def _named(layers: LayerSelector) -> set[str]:
     return set()
 
 
-def _only_pruning(wrapper: OptimizedLayer) -> bool:
-    chains = wrapper.transforms.values()
-    return all(isinstance(t, PruneTransform) for chain in chains for t in chain)
+def _is_pruning(transform) -> bool:
+    return isinstance(transform, PruneTransform)
+
+
+def _has_pruning(wrapper: OptimizedLayer) -> bool:
+    return any(_is_pruning(t) for chain in wrapper.transforms.values() for t in flatten_chain(chain))
 
 
 def strip_pruning(model: keras.Model) -> keras.Model:
     """Removes pruning wrappers: plain layers whose pruned weights are exact zeros.
 
-    Works on nested models; a model with nothing to strip comes back as a plain
-    copy, so stripping twice is harmless.
+    Each weight's chain is baked up to its pruning mask; transforms after it (a
+    clustering, a fake quantization) stay, in a wrapper, with their state. Works
+    on nested and subclassed models; a model with nothing to strip comes back
+    as a plain copy, so stripping twice is harmless.
 
     Example:
         >>> final = strip_pruning(pruned)  # doctest: +SKIP
     """
-    mixed = [w.name for w in _wrappers(model) if not _only_pruning(w)]
-    if mixed:
-        raise TransformError(
-            f"Layers {mixed} carry other transforms besides pruning (clustering or "
-            "quantization). Strip those with their own strip function, or all at once "
-            f"with kmot.core.strip(model). Received: {len(mixed)} mixed wrapper(s)"
-        )
-    return strip(model, wrappers=_only_pruning)
-
-
-def _wrappers(model):
-    return [layer for layer in walk_layers(model) if isinstance(layer, OptimizedLayer)]
+    return strip(model, wrappers=_has_pruning, through=_is_pruning)

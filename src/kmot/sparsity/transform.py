@@ -5,20 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
+from kmot.core.constraints import apply_mask as _apply
 from kmot.core.transform import WeightTransform
 from kmot.sparsity.masks import block_mask, magnitude_mask, n_of_m_mask
 from kmot.sparsity.schedule import PruningSchedule
 
-__all__ = ["PruneTransform", "KeepZerosTransform"]
+__all__ = ["PruneTransform"]
 
 
-def _apply(value, mask):
-    # `where`, not `value * mask`: a product gives -0.0 for negative weights, and
-    # zeros of mixed sign break the byte runs that gzip compresses (~15% larger).
-    return ops.where(ops.greater(mask, 0), value, ops.zeros_like(value))
 
 
 @keras.saving.register_keras_serializable(package="kmot")
@@ -102,19 +98,3 @@ class PruneTransform(WeightTransform):
         config = dict(config)
         config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
         return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="kmot")
-class KeepZerosTransform(WeightTransform):
-    """Keeps the weights that are exactly zero when wrapped at zero (a fixed mask).
-
-    What sparsity-preserving training (e.g. QAT of a pruned model) puts first in
-    a weight's chain: the zeros of pruning survive fine-tuning and export.
-    """
-
-    def build(self, weight, add_weight):
-        keep = (np.asarray(weight.numpy()) != 0).astype("float32")
-        self.mask = add_weight("keep", weight.shape, initializer=keras.initializers.Constant(keep))
-
-    def __call__(self, value, *, training):
-        return _apply(value, self.mask.value)

@@ -1,4 +1,4 @@
-"""Parity of a quantization-aware Keras model and its LiteRT file on the same data."""
+"""Parity of a Keras model and its LiteRT file on the same data, op by op."""
 
 from __future__ import annotations
 
@@ -44,6 +44,24 @@ class ParityReport:
                 "layers": [asdict(layer) for layer in self.layers]}
 
 
+def _held_tensor_layers(model: keras.Model) -> dict[str, str]:
+    """For each top-level layer, the layer whose output the file holds for it: the
+    last of the layers simulating the deployment (activation fake quantizers)
+    that follow it alone, or itself. A wrapper's inner layer maps like the wrapper."""
+    held = {}
+    for layer in model.layers:
+        last = layer
+        while len(last._outbound_nodes) == 1:
+            consumer = last._outbound_nodes[0].operation
+            if not getattr(consumer, "simulates_deployment", False):
+                break
+            last = consumer
+        held[layer.name] = last.name
+        if isinstance(layer, OptimizedLayer):
+            held[layer.layer.name] = last.name
+    return held
+
+
 def _keras_outputs(model: keras.Model, names: list[str], x) -> dict[str, np.ndarray]:
     # Only top-level layers: a nested model's inner tensors are not outputs of `model`.
     layers = {layer.name: layer for layer in model.layers}
@@ -68,7 +86,7 @@ def parity(
     has one (the tensor the file actually holds).
 
     Args:
-        model: the (quantization-aware) Keras model.
+        model: the Keras model (e.g. quantization-aware) the file was made from.
         tflite: its LiteRT file (path or bytes).
         data: inputs, in any form `to_litert` takes for representative data.
         num_samples: how many inputs to use at most.
@@ -94,9 +112,8 @@ def parity(
     agreement = float(np.mean(np.argmax(lite_out, -1) == np.argmax(keras_out, -1)))
 
     names = {layer.name for layer in walk_layers(model)} | {model.name}
-    # Quantizers are named after the wrapped layer: conv1_opt wraps conv1 -> conv1_quant.
-    inner = {layer.name: layer.layer.name for layer in walk_layers(model)
-             if isinstance(layer, OptimizedLayer)}
+    names |= {layer.layer.name for layer in walk_layers(model) if isinstance(layer, OptimizedLayer)}
+    held = _held_tensor_layers(model)
     details = {d["index"]: d for d in runner.interpreter.get_tensor_details()}
     matched: list[tuple[str, str, int]] = []
     for op in runner.interpreter._get_ops_details():
@@ -105,9 +122,7 @@ def parity(
         out = op["outputs"][0]
         found = layers_of_tensor(details[out]["name"], names, model.name)
         if found:
-            layer = found[-1]
-            quantizer = f"{inner.get(layer, layer)}_quant"
-            matched.append((quantizer if quantizer in names else layer, op["op_name"], out))
+            matched.append((held.get(found[-1], found[-1]), op["op_name"], out))
     reference = _keras_outputs(model, [m[0] for m in matched], x)
     rows = []
     for layer, op_name, index in matched:
