@@ -327,9 +327,9 @@ def as_functional(model: keras.Model) -> keras.Model:
 def _trace(model: keras.Model) -> keras.Model:
     """A subclassed model's ``call`` recorded as a Functional graph (on a copy)."""
     copy = clone_model(model)
-    inputs = [keras.Input(batch_shape=s, name=f"input_{i}" if i else "input")
-              for i, s in enumerate(input_shapes(model))]
     try:
+        inputs = [keras.Input(batch_shape=s, name=f"input_{i}" if i else "input")
+                  for i, s in enumerate(input_shapes(model))]
         outputs = copy.call(inputs[0] if len(inputs) == 1 else inputs)
         traced = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
     except Exception as err:  # noqa: BLE001 - tracing user code raises anything

@@ -100,6 +100,8 @@ class OptimizedLayer(keras.layers.Wrapper):
             self._chains[key] = chain
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._index = _ChainIndex()
+        if layer.built:  # ready at once: its transforms see the layer's weights
+            self.build_from_config({"layer": None})
 
     # ------------------------------------------------------------------ build
     @property
@@ -108,6 +110,8 @@ class OptimizedLayer(keras.layers.Wrapper):
         return {k: list(v) for k, v in self._chains.items()}
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         if not self.layer.built:
             self.layer.build(input_shape)
         self._build_transforms()
@@ -117,6 +121,8 @@ class OptimizedLayer(keras.layers.Wrapper):
         return {"layer": self.layer.get_build_config()}
 
     def build_from_config(self, config):
+        if self.built:
+            return
         if not self.layer.built:
             self.layer.build_from_config(config["layer"])
         self._build_transforms()

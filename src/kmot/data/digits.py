@@ -7,25 +7,42 @@ import numpy as np
 __all__ = ["digits", "digits_cnn"]
 
 
-def digits(*, train_size: int = 1400, seed: int = 0):
+def digits(*, train_size: int = 1400, seed: int = 0, image_size: int = 8, channels: int = 1):
     """sklearn's 8x8 digits, scaled to [0, 1] with a channel axis, split in two.
 
     The split follows the benchmark protocol: shuffle with
     ``np.random.default_rng(seed).permutation``, first `train_size` images train.
 
+    Args:
+        train_size: how many images train; the rest test.
+        seed: the shuffle's seed.
+        image_size: a multiple of 8: the images are upscaled (each pixel
+            repeated), e.g. 32 for keras.applications models, which need 32x32.
+        channels: 1, or 3 (the gray image repeated) for RGB models.
+
     Returns:
-        ``(x_train, y_train, x_test, y_test)``; x float32 of shape (n, 8, 8, 1),
-        y int64 class ids 0-9.
+        ``(x_train, y_train, x_test, y_test)``; x float32 of shape
+        (n, image_size, image_size, channels), y int64 class ids 0-9.
 
     Example:
         >>> x_train, y_train, x_test, y_test = digits()
         >>> x_train.shape, x_test.shape
         ((1400, 8, 8, 1), (397, 8, 8, 1))
+        >>> digits(image_size=32, channels=3)[0].shape
+        (1400, 32, 32, 3)
     """
     from sklearn.datasets import load_digits
 
+    if image_size % 8 or image_size < 8 or channels not in (1, 3):
+        raise ValueError(
+            "digits() upscales the 8x8 images by a whole factor to 1 or 3 channels. Expected "
+            f"image_size a multiple of 8 and channels 1 or 3. Received: image_size={image_size!r}, "
+            f"channels={channels!r}"
+        )
     data = load_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
+    factor = image_size // 8
+    images = np.repeat(np.repeat(data.images, factor, axis=1), factor, axis=2)
+    x = np.repeat((images / 16.0).astype("float32")[..., None], channels, axis=-1)
     y = data.target.astype("int64")
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]

@@ -332,6 +332,8 @@ def _prepare_quantization_aware(model, quantize):
                 f"Received: quantize={quantize!r}"
             )
         return strip(model), quantize, False  # weights land on their int8 grid
+    if find_wrappers(model):  # masks and clusters baked: constant weights, no mask ops
+        return strip(model), quantize, False
     return model, quantize, False
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import keras
 
-from kmot.core import OptimizedLayer, clone_model, flatten_chain, kernel_layouts, kernels, strip
+from kmot.core import (OptimizedLayer, clone_model, flatten_chain, is_graph_model, kernel_layouts,
+                       kernels, strip)
 from kmot.core.kernels import warn_unknown_weights
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.errors import LayerSelectionError, TransformError
@@ -197,6 +198,14 @@ def prune_low_magnitude(
             )
         return _wrap(to_prune, schedule, block_size, block_pooling_type, m_by_n, True, skipped)
 
+    if not is_graph_model(to_prune) and not getattr(to_prune, "_call_has_training_arg", True):
+        raise TransformError(
+            f"Model '{to_prune.name}' ({type(to_prune).__name__}) has a call() without a "
+            "`training` argument, so Keras's fit runs it in inference mode and the pruning "
+            "masks would never update (nor would BatchNormalization or Dropout train). "
+            "Expected call(self, x, training=None) passing `training` on to its layers, or "
+            "Keras passes it by itself. Received: call() without `training`"
+        )
     named = _named(layers)  # layers the user named: an error, not a skip, if unprunable
     selected = make_predicate(layers)
     if layers is not None and not any(selected(layer) for layer in walk_layers(to_prune)):
