@@ -63,3 +63,15 @@ def test_export_does_not_load_the_litert_runtime_until_used():
     code = "import sys, kmot.export; print('ai_edge_litert' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split()[-1:] == ["False"], result.stdout + result.stderr
+
+
+def test_every_serializable_class_registers_with_import_kmot():
+    from pathlib import Path
+
+    from kmot._serializable import PACKAGES
+
+    root = Path(kmot.__file__).parent
+    for path in root.rglob("*.py"):
+        if "register_keras_serializable(" in path.read_text():
+            module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+            assert any(module.startswith(p + ".") for p in PACKAGES), module
