@@ -79,3 +79,38 @@ def max_abs_diff(a, b):
 @pytest.fixture(scope="session")
 def diff():
     return max_abs_diff
+
+
+def run_cli_fresh(argvs: list[list[str]]) -> dict:
+    """Runs `kmot.cli.main()` once per argv in one fresh Python process.
+
+    Returns ``{"runs": [[exit_code, stdout], ...], "heavy": [...]}``, where heavy
+    lists which of TensorFlow, Keras and LiteRT the process ended up importing.
+    """
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import contextlib, io, json, sys\n"
+        "import kmot.cli\n"
+        "runs = []\n"
+        f"for args in {argvs!r}:\n"
+        "    sys.argv, out = args, io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n"
+        "            kmot.cli.main()\n"
+        "        except SystemExit as exit:\n"
+        "            runs.append([exit.code, out.getvalue()])\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules]\n"
+        "print(json.dumps({'runs': runs, 'heavy': heavy}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def cli_fresh():
+    return run_cli_fresh

@@ -71,10 +71,10 @@ class SubclassedNet(keras.Model):
 
 @pytest.fixture(scope="module")
 def subclassed(digits_data):
-    x, y = digits_data[0][:640], digits_data[1][:640]
+    x, y = digits_data[0], digits_data[1]
     net = SubclassedNet()
     net(x[:1])
-    return _fit(net, digits_data[0], digits_data[1], epochs=3)
+    return _fit(net, x, y, epochs=3)
 
 
 def test_subclassed_model_through_prune_and_cluster(subclassed, digits_data, diff):

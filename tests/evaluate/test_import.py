@@ -1,7 +1,5 @@
 """`import kmot.evaluate` stays light: runtimes and plotting load on first use."""
 
-import json
-import os
 import subprocess
 import sys
 
@@ -24,7 +22,7 @@ def test_gate_a_saved_report_without_tensorflow(report, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_gate_command_does_not_load_tensorflow(report, tmp_path):
+def test_gate_command_does_not_load_tensorflow(report, tmp_path, cli_fresh):
     """The real `kmot gate` entry point, in a fresh process, on a saved report."""
     report.save(tmp_path / "report")
     size = report.candidate("int8").size.bytes
@@ -32,24 +30,7 @@ def test_gate_command_does_not_load_tensorflow(report, tmp_path):
     (tmp_path / "tight.yaml").write_text(f"max_accuracy_drop: 0.5\nmax_bytes: {size // 2}\n")
     commands = [["kmot", "gate", str(tmp_path / "report" / "report.json"), "--budgets",
                  str(tmp_path / budgets)] for budgets in ("ok.yaml", "tight.yaml")]
-    code = (
-        "import contextlib, io, json, sys\n"
-        "import kmot.cli\n"
-        "runs = []\n"
-        f"for sys.argv in {commands!r}:\n"
-        "    out = io.StringIO()\n"
-        "    with contextlib.redirect_stdout(out):\n"
-        "        try:\n"
-        "            kmot.cli.main()\n"
-        "        except SystemExit as exit:\n"
-        "            runs.append([exit.code, out.getvalue()])\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules]\n"
-        "print(json.dumps({'runs': runs, 'heavy': heavy}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads(result.stdout)
+    summary = cli_fresh(commands)
     assert summary["heavy"] == []
     (passed, passed_out), (failed, failed_out) = summary["runs"]
     assert passed == 0 and "gate PASSED: 2 of 2 checks pass" in passed_out, passed_out

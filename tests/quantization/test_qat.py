@@ -56,6 +56,19 @@ LAYER_CASES = {
     "GlobalAveragePooling+softmax": lambda x: keras.layers.Reshape((1, 1, 8))(
         keras.layers.Dense(8, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
             keras.layers.Conv2D(8, 3, activation="relu")(x)))),
+    # BatchNormalization that cannot fold (after a Concatenate, as in DenseNet): a 1x1 depthwise conv
+    "Concatenate+BN+ReLU": lambda x: keras.layers.ReLU()(keras.layers.BatchNormalization()(
+        keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same")(x), x]))),
+    # preprocessing kept in the model (EfficientNet): Rescaling, then Normalization
+    "Rescaling+Normalization": lambda x: keras.layers.Conv2D(4, 3)(keras.layers.Normalization(
+        mean=[0.4], variance=[0.09])(keras.layers.Rescaling(1 / 255.0)(x))),
+    # LayerNormalization after a linear conv (ConvNeXt): MEAN, SUB, L2_NORMALIZATION, depthwise
+    "LayerNormalization": lambda x: keras.layers.LayerNormalization(epsilon=1e-6)(
+        keras.layers.Conv2D(8, 3)(x)),
+    # Dense on a feature map (ConvNeXt's pointwise layers) with GELU: a 1x1 conv, GELU
+    "Dense on 4-D+gelu": lambda x: keras.layers.Dense(8, activation="gelu")(
+        keras.layers.Conv2D(8, 3)(x)),
+    "swish": lambda x: keras.layers.Conv2D(8, 3, activation="swish")(x),
 }
 
 
@@ -67,6 +80,30 @@ def test_layer_types_convert_fully_int8_with_parity(case, digits_data):
     model = keras.Model(inp, _head(LAYER_CASES[case](inp)))
     qat = _train_qat(model, x[:640], y[:640], epochs=1)
     _check_int8(qat, x_test)
+
+
+def test_hard_cases_become_the_int8_ops_litert_has(digits_data):
+    x, y, x_test, _ = digits_data
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Rescaling(255.0)(inp)
+    h = keras.layers.Normalization(mean=[100.0], variance=[3600.0])(h)
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(h)
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Concatenate()([a, h]))
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.LayerNormalization(name="ln")(keras.layers.Conv2D(8, 3, name="c")(h))
+    model = keras.Model(inp, _head(keras.layers.Dense(8, activation="gelu", name="pw")(h)))
+    keras.utils.set_random_seed(0)
+    model.compile("adam", LOSS)
+    model.fit(x, y, epochs=2, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing stays float
+        qat = quantize_model(model)
+    info, report = _check_int8(_train_qat(model, x, y, epochs=1), x_test)
+    counts = info.op_counts
+    assert counts["DEPTHWISE_CONV_2D"] == 3  # normalization, the unfolded BN, LN's gamma/beta
+    assert counts["L2_NORMALIZATION"] == 1 and counts["GELU"] == 1
+    assert counts["CONV_2D"] == 3  # a, c and the Dense on a feature map
+    assert is_qat_model(qat)
 
 
 def test_conv1d_on_mnist1d():
@@ -173,22 +210,22 @@ def test_qat_model_resumes_from_keras_file(digits_data, tmp_path):
 def test_unsupported_layer_warns_once_or_raises_when_strict(digits_data):
     inp = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(4, 3, name="conv")(inp)
-    h = keras.layers.LayerNormalization(name="ln")(h)
+    h = keras.layers.GroupNormalization(2, name="gn")(h)
     model = keras.Model(inp, _head(h))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         qat = quantize_model(model)
     messages = [str(w.message) for w in caught if "cannot be quantized" in str(w.message)]
-    assert len(messages) == 1 and "ln (LayerNormalization)" in messages[0]
+    assert len(messages) == 1 and "gn (GroupNormalization)" in messages[0]
     assert is_qat_model(qat)
-    with pytest.raises(QuantizationError, match=r"strict=True: 1 layer\(s\) cannot be quantized.*ln \(LayerNormalization\)"):
+    with pytest.raises(QuantizationError, match=r"strict=True: 1 layer\(s\) cannot be quantized.*gn \(GroupNormalization\)"):
         quantize_model(model, strict=True)
     qat.compile("adam", LOSS)
     qat.fit(digits_data[0][:128], digits_data[1][:128], verbose=0)
     with pytest.raises(KmotError, match=r"left \d+ op\(s\) in float"):
         to_litert(qat)
     info = inspect(to_litert(qat, allow_float_fallback=True))
-    assert info.float_ops  # the layer norm stays float, the rest is int8
+    assert info.float_ops  # the group norm stays float, the rest is int8
     assert any(op.kind == "int8" and op.name == "CONV_2D" for op in info.ops)
 
 
@@ -209,7 +246,7 @@ def test_per_layer_control(digits_data):
 
 def test_custom_layer_protocol(digits_data):
     @keras.saving.register_keras_serializable(package="kmot_tests")
-    class Scale(keras.layers.Layer):
+    class ChannelScale(keras.layers.Layer):  # (conftest registers a transform named Scale)
         def build(self, shape):
             self.kernel = self.add_weight(shape=(shape[-1],), initializer="ones", name="kernel")
 
@@ -220,7 +257,7 @@ def test_custom_layer_protocol(digits_data):
             return QuantizeRule(weights={"kernel": None})
 
     inp = keras.Input((8, 8, 1))
-    model = keras.Model(inp, _head(Scale(name="scale")(keras.layers.Conv2D(4, 3)(inp))))
+    model = keras.Model(inp, _head(ChannelScale(name="scale")(keras.layers.Conv2D(4, 3)(inp))))
     qat = quantize_model(model, strict=True)
     assert "scale_quant" in [layer.name for layer in qat.layers]
     assert "scale" in [w.layer.name for w in find_wrappers(qat)]

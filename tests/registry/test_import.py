@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 
@@ -26,7 +25,7 @@ def test_registry_works_without_loading_tensorflow(tmp_path):
     assert (tmp_path / "out.tflite").read_bytes() == b"model"
 
 
-def test_registry_commands_do_not_load_tensorflow(tmp_path):
+def test_registry_commands_do_not_load_tensorflow(tmp_path, cli_fresh):
     """The real `kmot` entry point, in a fresh process: push, list, show, promote,
     rollback, history and pull read and write files, so Keras, TensorFlow and LiteRT
     stay unloaded."""
@@ -46,24 +45,7 @@ def test_registry_commands_do_not_load_tensorflow(tmp_path):
         ["history", "digits"],
         ["pull", "digits", "-o", str(tmp_path / "deploy" / "model.tflite")],
     ]
-    code = (
-        "import contextlib, io, json, sys\n"
-        "import kmot.cli\n"
-        "runs = []\n"
-        f"for args in {[['kmot', 'registry', *c, *root] for c in commands]!r}:\n"
-        "    sys.argv, out = args, io.StringIO()\n"
-        "    with contextlib.redirect_stdout(out):\n"
-        "        try:\n"
-        "            kmot.cli.main()\n"
-        "        except SystemExit as exit:\n"
-        "            runs.append([exit.code, out.getvalue()])\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules]\n"
-        "print(json.dumps({'runs': runs, 'heavy': heavy}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads(result.stdout)
+    summary = cli_fresh([['kmot', 'registry', *c, *root] for c in commands])
     assert summary["heavy"] == []
     assert [c for c, _ in summary["runs"]] == [0] * len(commands), summary["runs"]
     out = dict(zip((" ".join(c[:2]) for c in commands), (o for _, o in summary["runs"])))

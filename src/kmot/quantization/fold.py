@@ -1,10 +1,11 @@
-"""Folding BatchNormalization into the convolution or Dense layer before it.
+"""Folding BatchNormalization (and other per-channel affine layers) into the
+convolution or Dense layer before it.
 
 After folding, the layer's kernel and bias are what inference computes with, so
 quantization-aware training fake-quantizes exactly the weights LiteRT stores.
-The BatchNormalization layer becomes a `FoldedBatchNorm` pass-through (names are
-kept). A producer that carries transforms (a pruned or clustered layer, not yet
-stripped) keeps them: they go on running on the kernel as it was, scaled after.
+The folded layer becomes a `FoldedBatchNorm` pass-through (names are kept). A
+producer that carries transforms (a pruned or clustered layer, not yet stripped)
+keeps them: they go on running on the kernel as it was, scaled after.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import numpy as np
 
 from kmot.core import Carried, OptimizedLayer, clone_model, kernels, rewrap
 from kmot.core.selection import walk_layers
+from kmot.quantization.affine import channel_affine
 
 __all__ = ["fold_batch_norms", "foldable_pairs", "FoldedBatchNorm"]
 
 
 @keras.saving.register_keras_serializable(package="kmot")
 class FoldedBatchNorm(keras.layers.Layer):
-    """What is left of a BatchNormalization folded into the layer before it: nothing.
+    """What is left of a BatchNormalization (or other per-channel affine layer)
+    folded into the layer before it: nothing.
 
-    Keeps the BN's name and call signature (``training``, ``mask``) so that the
-    graph around it is unchanged.
+    Keeps the layer's name and a call signature taking ``training`` and ``mask``
+    so that the graph around it is unchanged.
     """
 
     def __init__(self, **kwargs):
@@ -56,37 +59,31 @@ def _fold_target(producer) -> bool:
 
 
 def foldable_pairs(model: keras.Model) -> dict[str, str]:
-    """``{producer_name: bn_name}`` for every BatchNormalization that can fold.
+    """``{producer_name: affine_name}`` for every per-channel affine layer that can fold.
 
-    A BN folds when it normalizes the last axis of the output of a linear conv /
-    depthwise conv / Dense layer that is used once and feeds nothing else.
+    A BatchNormalization (or Normalization, or ConvNeXt's LayerScale) folds when
+    it scales the last axis of the output of a linear conv / depthwise conv /
+    Dense layer that is used once and feeds nothing else.
     """
     pairs = {}
-    for bn in walk_layers(model):
-        if not isinstance(bn, keras.layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
+    for layer in walk_layers(model):
+        if len(layer._inbound_nodes) != 1 or isinstance(layer, OptimizedLayer):
             continue
-        rank = len(bn.input.shape)
-        if bn.axis not in (-1, rank - 1):
+        inputs = layer._inbound_nodes[0].input_tensors
+        if len(inputs) != 1 or channel_affine(layer, len(inputs[0].shape)) is None:
             continue
-        history = getattr(bn.input, "_keras_history", None)
+        history = getattr(layer.input, "_keras_history", None)
         producer = history.operation if history else None
         if (isinstance(producer, keras.layers.Layer) and _fold_target(producer)
                 and len(producer._inbound_nodes) == 1 and len(producer._outbound_nodes) == 1):
-            pairs[producer.name] = bn.name
+            pairs[producer.name] = layer.name
     return pairs
 
 
-def _bn_scale_shift(bn) -> tuple[np.ndarray, np.ndarray]:
-    gamma = bn.gamma.numpy() if bn.scale else 1.0
-    beta = bn.beta.numpy() if bn.center else 0.0
-    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-    return scale, beta - bn.moving_mean.numpy() * scale
-
-
-def _folded(producer, bn):
-    """A copy of `producer` with `bn` (inference statistics) folded into it."""
+def _folded(producer, affine):
+    """A copy of `producer` with `affine` (its inference-time scale and shift) folded in."""
     inner = producer.layer if isinstance(producer, OptimizedLayer) else producer
-    scale, shift = _bn_scale_shift(bn)
+    scale, shift = channel_affine(affine, len(affine.input.shape))
     kernel = kernels(inner)[0]
     value = kernel.variable.numpy()
     out_axes = kernel.out_axes()
@@ -104,7 +101,8 @@ def _folded(producer, bn):
 
 
 def fold_batch_norms(model: keras.Model) -> keras.Model:
-    """Returns a copy of `model` with every foldable BatchNormalization folded.
+    """Returns a copy of `model` with every foldable BatchNormalization (and other
+    per-channel affine layer, see `foldable_pairs`) folded.
 
     Example:
         >>> folded = fold_batch_norms(model)  # doctest: +SKIP

@@ -16,8 +16,12 @@ from kmot.core.selection import LayerSelector, make_predicate, walk_layers, walk
 from kmot.errors import KmotError
 from kmot.quantization.fold import fold_batch_norms
 from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
-from kmot.quantization.rules import FUSABLE_ACTIVATIONS, QuantizeRule, activation_of, fixed_range_of, rule_for
-from kmot.quantization.splits import conv1d_as_conv2d, is_plain_conv1d, split_separable
+from kmot.quantization.rules import (FUSABLE_ACTIVATIONS, QuantizeRule, activation_of, fixed_range_of,
+                                     input_rank, layer_norm_over_last_axis, rule_for)
+from kmot.quantization.affine import channel_affine
+from kmot.quantization.splits import (affine_as_depthwise, conv1d_as_conv2d,
+                                      dense_as_conv, input_shape_of, is_plain_conv1d, layer_norm_as_l2,
+                                      split_separable)
 
 __all__ = ["quantize_model", "QuantizationError", "is_qat_model", "is_weight_qat_model", "SCHEMES"]
 
@@ -79,16 +83,43 @@ def _plan(model, layers, config):
         act = activation_of(inner)
         if rules[inner.name].weights and act not in FUSABLE_ACTIVATIONS:
             split[inner.name] = act
-    # An op followed only by a ReLU LiteRT fuses gets no quantizer of its own.
+    # An op followed only by a ReLU LiteRT fuses gets no quantizer of its own; nor
+    # does one feeding only a Concatenate: the converter writes it at the
+    # concatenation's scale directly (a quantizer there would be a second rounding).
     fused = set()
     for op in walk_operations(model):
         consumer = _single_consumer(op)
         name = _name(op)
-        if (consumer is not None and rules[name].output == "requantize"
-                and name not in split and not is_plain_conv1d(getattr(op, "layer", op))
-                and rules.get(_name(consumer), QuantizeRule()).output == "relu"):
+        if consumer is None or rules[name].output != "requantize" or name in split:
+            continue
+        consumer_rule = rules.get(_name(consumer), QuantizeRule())
+        if consumer_rule.output == "relu" and not _ends_in_reshape(getattr(op, "layer", op)):
+            fused.add(name)
+        elif _is_concatenation(consumer) and consumer_rule.output == "requantize":
             fused.add(name)
     return rules, unsupported, split, fused
+
+
+def _is_concatenation(op) -> bool:
+    return isinstance(op, keras.layers.Concatenate) or (
+        not isinstance(op, keras.layers.Layer) and type(op).__name__ == "Concatenate")
+
+
+def _is_layer_norm(layer) -> bool:
+    return isinstance(layer, keras.layers.LayerNormalization) and layer_norm_over_last_axis(layer)
+
+
+def _dense_on_feature_maps(layer) -> bool:
+    return type(layer) is keras.layers.Dense and input_rank(layer) in (3, 4)
+
+
+def _ends_in_reshape(layer) -> bool:
+    """Rewritten (`splits.py`) into ops that end in a RESHAPE, which no ReLU fuses into."""
+    if not isinstance(layer, keras.layers.Layer) or not layer.built:
+        return False
+    rank = input_rank(layer)
+    return (is_plain_conv1d(layer) or (_dense_on_feature_maps(layer) and rank == 3)
+            or (rank != 4 and (channel_affine(layer, rank) is not None or _is_layer_norm(layer))))
 
 
 def _check_config(config):
@@ -239,8 +270,9 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
         used.add(candidate)
         return candidate
 
-    def quantizer(name, fixed=None):
-        return ActivationQuantizer(fixed_range=fixed, name=unique(f"{name}_quant"))
+    def quantizer(name, fixed=None, symmetric=False):
+        return ActivationQuantizer(fixed_range=fixed, symmetric=symmetric,
+                                   name=unique(f"{name}_quant"))
 
     def quantized(name, fixed=None):
         """Puts a quantizer after each float tensor (integer outputs pass)."""
@@ -249,14 +281,22 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
     def replace(layer):
         inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
         rule = rules[inner.name]
+        if rule.output != "float" and not rule.weights and inner.built:
+            if _is_layer_norm(inner):
+                return layer_norm_as_l2(layer, quantizer)
+            affine = channel_affine(inner, input_rank(inner))
+            if affine is not None:
+                return affine_as_depthwise(inner.name, input_shape_of(inner), *affine)
         if not rule.weights:
             return None
+        if inner.name in split:
+            inner.activation = keras.activations.get("linear")
         if isinstance(inner, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
             return split_separable(layer, quantizer if quantize_activations else None)
         if is_plain_conv1d(inner) and rule.weights.get("kernel") == -1:
             return conv1d_as_conv2d(layer)
-        if inner.name in split:
-            inner.activation = keras.activations.get("linear")
+        if _dense_on_feature_maps(inner) and set(rule.weights) == {"kernel"}:
+            return dense_as_conv(layer)
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
         for key, axis in rule.weights.items():
             wrapper.add_transform(key, FakeQuantTransform(num_bits=8, axis=axis))

@@ -77,6 +77,8 @@ class ActivationQuantizer(keras.layers.Layer):
         num_bits: 8 (int8) or 16.
         ema_decay: weight of the old range at each training step.
         fixed_range: ``(min, max)`` to use instead of a learned range.
+        symmetric: a range ``[-m, m * 127/128]`` (zero point 0), for ops whose
+            int8 kernels need a zero-centred input (L2_NORMALIZATION).
 
     Example:
         >>> q = ActivationQuantizer()
@@ -86,11 +88,13 @@ class ActivationQuantizer(keras.layers.Layer):
     simulates_deployment = True  # the converter reads its range: no calibration
 
     def __init__(self, num_bits: int = 8, ema_decay: float = 0.99,
-                 fixed_range: tuple[float, float] | None = None, **kwargs):
+                 fixed_range: tuple[float, float] | None = None, symmetric: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_bits = num_bits
         self.ema_decay = ema_decay
         self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
+        self.symmetric = symmetric
         self.supports_masking = True
 
     def build(self, input_shape=None):
@@ -114,6 +118,10 @@ class ActivationQuantizer(keras.layers.Layer):
             self.range_min.assign(lo)
             self.range_max.assign(hi)
             self.initialized.assign(1.0)
+        if self.symmetric:
+            bound = ops.maximum(-lo, hi)
+            levels = 2.0 ** (self.num_bits - 1)
+            lo, hi = -bound, bound * (levels - 1) / levels
         return _fake_quant(x, lo, hi, num_bits=self.num_bits)
 
     def compute_output_shape(self, input_shape):
@@ -121,4 +129,5 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_bits": self.num_bits, "ema_decay": self.ema_decay,
-                "fixed_range": list(self.fixed_range) if self.fixed_range else None}
+                "fixed_range": list(self.fixed_range) if self.fixed_range else None,
+                "symmetric": self.symmetric}

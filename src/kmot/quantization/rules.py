@@ -25,9 +25,11 @@ from typing import Any
 import keras
 
 from kmot.core import kernels
+from kmot.quantization.affine import channel_affine
 from kmot.quantization.quantizers import DEPTHWISE
 
-__all__ = ["QuantizeRule", "rule_for", "FUSABLE_ACTIVATIONS", "fixed_range_of", "op_rule"]
+__all__ = ["QuantizeRule", "rule_for", "FUSABLE_ACTIVATIONS", "fixed_range_of", "op_rule",
+           "input_rank", "layer_norm_over_last_axis"]
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "linear")
 
@@ -93,9 +95,27 @@ _REQUANTIZE = (
     L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate,
     L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-    L.Rescaling, L.BatchNormalization, L.PReLU, L.LeakyReLU,
+    L.Rescaling, L.PReLU, L.LeakyReLU,
 )
 del L
+
+
+def input_rank(layer: keras.layers.Layer) -> int:
+    """The rank of a built layer's (first) input, batch included."""
+    if layer._inbound_nodes:
+        first = layer._inbound_nodes[0].input_tensors
+        if first:
+            return len(first[0].shape)
+    shape = (layer.get_build_config() or {}).get("input_shape")
+    if shape and isinstance(shape[0], (list, tuple)):
+        shape = shape[0]
+    return len(shape) if shape else 0
+
+
+def layer_norm_over_last_axis(layer) -> bool:
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    rank = input_rank(layer)
+    return rank > 0 and len(axes) == 1 and axes[0] % rank == rank - 1
 
 
 def _axis(layout_axes: tuple[int, ...]) -> int | str:
@@ -129,6 +149,12 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
     if isinstance(layer, (_KEEP, FoldedBatchNorm)):
         return QuantizeRule(output="keep")
     if isinstance(layer, _REQUANTIZE):
+        return QuantizeRule()
+    if isinstance(layer, keras.layers.LayerNormalization):
+        # int8 as MEAN, SUB, L2_NORMALIZATION and a 1x1 depthwise conv (splits.py)
+        return QuantizeRule() if layer.built and layer_norm_over_last_axis(layer) else None
+    if layer.built and channel_affine(layer, input_rank(layer)) is not None:
+        # BatchNormalization, Normalization, LayerScale: int8 as a 1x1 depthwise conv
         return QuantizeRule()
     if isinstance(layer, keras.layers.ReLU):
         plain = layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6, 6.0)

@@ -7,11 +7,13 @@ transforms (masks, clusters) of the weights it moves (`kmot.core.rewrap`).
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from kmot.core import Carried, OptimizedLayer, rewrap
 from kmot.quantization.quantizers import DEPTHWISE, FakeQuantTransform
 
-__all__ = ["ExpandAxis", "SqueezeAxis", "conv1d_as_conv2d", "split_separable", "is_plain_conv1d"]
+__all__ = ["ExpandAxis", "SqueezeAxis", "conv1d_as_conv2d", "split_separable", "is_plain_conv1d",
+           "affine_as_depthwise", "dense_as_conv", "layer_norm_as_l2"]
 
 
 @keras.saving.register_keras_serializable(package="kmot")
@@ -105,7 +107,7 @@ def split_separable(layer, quantizer) -> keras.Model:
     pointwise = (keras.layers.Conv1D if one_d else keras.layers.Conv2D)(
         cfg["filters"], 1, use_bias=cfg["use_bias"], activation=cfg["activation"],
         data_format=cfg["data_format"], name=f"{inner.name}_pointwise")
-    input_shape = (None,) + tuple(inner.get_build_config()["input_shape"][1:])
+    input_shape = input_shape_of(inner)
     depthwise.build(input_shape)
     depthwise.kernel.assign(inner.depthwise_kernel.numpy())
     pointwise.build(depthwise.compute_output_shape(input_shape))
@@ -121,3 +123,108 @@ def split_separable(layer, quantizer) -> keras.Model:
     if quantizer is not None:
         h = quantizer(f"{inner.name}_depthwise")(h)
     return keras.Model(inputs, pw(h), name=inner.name)
+
+
+def input_shape_of(layer) -> tuple:
+    return (None,) + tuple(_unwrap(layer).get_build_config()["input_shape"][1:])
+
+
+def affine_as_depthwise(name: str, input_shape: tuple, scale, shift) -> keras.Model:
+    """A per-channel ``x * scale + shift`` as the 1x1 DepthwiseConv2D LiteRT runs exactly.
+
+    Per-channel int8 weights hold one value per channel, so the int8 kernel is
+    exact; as MUL and ADD the constants would be quantized per tensor. Inputs of
+    another rank than 4 are reshaped to (n, 1, channels) and back (RESHAPE ops).
+    """
+    channels = int(input_shape[-1])
+    depthwise = keras.layers.DepthwiseConv2D(1, use_bias=True, name=f"{name}_depthwise")
+    inputs = keras.Input(batch_shape=input_shape)
+    flat = len(input_shape) != 4
+    if flat:
+        rows = 1
+        for d in input_shape[1:-1]:
+            rows *= int(d)
+        h = keras.layers.Reshape((rows, 1, channels), name=f"{name}_to_4d")(inputs)
+    else:
+        h = inputs
+    depthwise.build(h.shape)
+    depthwise.kernel.assign(scale.reshape(1, 1, channels, 1).astype("float32"))
+    depthwise.bias.assign(shift.astype("float32"))
+    wrapped = OptimizedLayer(depthwise, {"kernel": [FakeQuantTransform(axis=DEPTHWISE)]})
+    h = wrapped(h)
+    if flat:
+        h = keras.layers.Reshape(input_shape[1:], name=f"{name}_from_4d")(h)
+    return keras.Model(inputs, h, name=name)
+
+
+def dense_as_conv(layer) -> keras.Model:
+    """A Dense on 3-D or 4-D inputs as the 1x1 Conv2D LiteRT runs in int8.
+
+    The converter lowers such a Dense to RESHAPE, FULLY_CONNECTED, RESHAPE and a
+    separate bias ADD, which stay float; a 1x1 convolution is one int8 CONV_2D,
+    per output channel. 3-D inputs get EXPAND_DIMS / SQUEEZE around it.
+    """
+    inner = _unwrap(layer)
+    cfg = inner.get_config()
+    input_shape = input_shape_of(inner)
+    units, channels = int(inner.kernel.shape[1]), int(input_shape[-1])
+    conv = keras.layers.Conv2D(units, 1, activation=cfg["activation"], use_bias=cfg["use_bias"],
+                               name=f"{inner.name}_1x1")
+    conv.build((None, 1, 1, channels) if len(input_shape) == 3 else input_shape)
+    conv.kernel.assign(inner.kernel.numpy()[None, None])
+    moves = {"kernel": ("kernel", (channels, units))}
+    if cfg["use_bias"]:
+        conv.bias.assign(inner.bias.numpy())
+        moves["bias"] = ("bias", None)
+    wrapped = _carry(layer, conv, moves, axis=-1)
+    inputs = keras.Input(batch_shape=input_shape)
+    if len(input_shape) == 3:
+        out = SqueezeAxis(1, name=f"{inner.name}_squeeze")(
+            wrapped(ExpandAxis(1, name=f"{inner.name}_expand")(inputs)))
+    else:
+        out = wrapped(inputs)
+    return keras.Model(inputs, out, name=inner.name)
+
+
+#: LiteRT's int8 L2_NORMALIZATION writes at a fixed scale of 1/128, zero point 0.
+L2_NORMALIZED_RANGE = (-1.0, 127 / 128)
+
+
+def layer_norm_as_l2(layer, quantizer) -> keras.Model:
+    """A LayerNormalization over the last axis as int8 ops LiteRT has.
+
+    ``(x - mean) / sqrt(var)`` is ``sqrt(C) * l2_normalize(x - mean)``: MEAN,
+    SUB, then L2_NORMALIZATION (written as TensorFlow's l2_normalize, which the
+    converter fuses into one op computing in high precision), then the scale
+    ``gamma * sqrt(C)`` and offset ``beta`` as an exact 1x1 depthwise conv. A
+    variance computed in int8 would lose small variances; L2_NORMALIZATION does
+    not. What it drops is the layer's epsilon (negligible unless the variance is
+    below it). `rms_scaling` skips the mean.
+
+    Like any normalization, it magnifies the rounding of vectors that are almost
+    constant (all-zero ReLU outputs, say): there LiteRT's MEAN, rounded its own
+    way, and the simulation can differ by more than a step. After a linear layer
+    (ConvNeXt, transformers) such vectors are rare.
+    """
+    from keras import ops
+
+    inner = _unwrap(layer)
+    input_shape = input_shape_of(inner)
+    channels = int(input_shape[-1])
+    inputs = keras.Input(batch_shape=input_shape)
+    h = inputs
+    if not inner.rms_scaling:
+        mean = quantizer(f"{inner.name}_mean")(ops.mean(h, axis=-1, keepdims=True))
+        # zero-centred: LiteRT's int8 L2_NORMALIZATION is wrong for other zero points
+        h = quantizer(f"{inner.name}_centered", symmetric=True)(ops.subtract(h, mean))
+    # Exactly tf.math.l2_normalize's ops, so that the converter fuses them.
+    else:
+        h = quantizer(f"{inner.name}_input", symmetric=True)(h)
+    squares = ops.sum(ops.square(h), axis=-1, keepdims=True)
+    h = ops.multiply(h, ops.rsqrt(ops.maximum(squares, 1e-12)))
+    h = quantizer(f"{inner.name}_l2", L2_NORMALIZED_RANGE)(h)
+    gamma = inner.gamma.numpy() if inner.scale else np.ones(channels, "float32")
+    beta = inner.beta.numpy() if getattr(inner, "center", False) and inner.beta is not None \
+        else np.zeros(channels, "float32")
+    affine = affine_as_depthwise(f"{inner.name}_affine", input_shape, gamma * np.sqrt(channels), beta)
+    return keras.Model(inputs, affine(h), name=inner.name)

@@ -1,0 +1,190 @@
+"""keras.applications models through pruning, clustering and QAT, to fully int8 LiteRT.
+
+Each model is built with ``weights=None, classes=10`` at 32x32x3 and trained
+briefly on the bundled digits upscaled to 32x32x3, scaled to 0-255 and passed
+through the model's own ``preprocess_input`` (BatchNormalization momentum 0.9,
+so that a few hundred steps give inference outputs that are not degenerate).
+Then, each from that baseline:
+
+* prune: `prune_low_magnitude` at 50% (ConstantSparsity), fine-tuned, stripped;
+* cluster: `cluster_weights` with 16 clusters, fine-tuned, stripped;
+* QAT: `quantize_model`, fine-tuned, exported with `to_litert` in strict int8
+  (it fails when any compute op between input and output stays float), then
+  the Keras model and the file are compared on the test images: argmax agreement.
+
+Prints one JSON line per model (what failed and why, if anything) and a summary.
+
+    python benchmarks/applications.py [--models MobileNetV3Small ...] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(__file__))
+
+MODELS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0",
+          "EfficientNetV2B0", "ResNet50", "DenseNet121", "NASNetMobile", "ConvNeXtTiny")
+BATCH = 64
+
+
+_PREPROCESS = {  # the module whose preprocess_input each model expects (identity for the
+    # models that keep their preprocessing inside: MobileNetV3, EfficientNet, ConvNeXt)
+    "MobileNet": "mobilenet", "MobileNetV2": "mobilenet_v2", "MobileNetV3Small": "mobilenet_v3",
+    "MobileNetV3Large": "mobilenet_v3", "EfficientNetB0": "efficientnet",
+    "EfficientNetV2B0": "efficientnet_v2", "ResNet50": "resnet50", "DenseNet121": "densenet",
+    "NASNetMobile": "nasnet", "ConvNeXtTiny": "convnext",
+}
+
+
+def _build(name: str):
+    import keras
+
+    model = getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None, classes=10)
+    for layer in model.layers:
+        # A few hundred steps leave BatchNormalization's moving statistics (momentum
+        # 0.99) near their initial values, and inference outputs degenerate.
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
+
+
+def _data(name: str, data):
+    """The digits as the model expects them: 0-255 RGB through its preprocess_input."""
+    import keras
+
+    preprocess = getattr(keras.applications, _PREPROCESS[name]).preprocess_input
+    x, y, x_test, y_test = data
+    return (preprocess(x * 255.0).astype("float32"), y,
+            preprocess(x_test * 255.0).astype("float32"), y_test)
+
+
+def _fit(model, x, y, epochs, lr=1e-3):
+    import keras
+
+    model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0)
+    return model
+
+
+def _accuracy(model, x, y) -> float:
+    import numpy as np
+
+    return round(float(np.mean(model.predict(x, verbose=0, batch_size=BATCH).argmax(-1) == y)), 4)
+
+
+def _step(row: dict, key: str, fn) -> object:
+    """Runs one step; records its figures or the failure and its reason."""
+    start = time.perf_counter()
+    try:
+        result, figures = fn()
+        row[key] = {"ok": True, **figures}
+    except Exception as err:  # noqa: BLE001 - a benchmark reports every failure
+        result = None
+        row[key] = {"ok": False, "error": f"{type(err).__name__}: {str(err)[:600]}",
+                    "where": traceback.format_exc(limit=-2).splitlines()[-3:]}
+    row[key]["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def run(name: str, data, epochs: int, finetune_epochs: int) -> dict:
+    import keras
+
+    from kmot import clustering, quantization, sparsity
+    from kmot.export import inspect, parity, to_litert
+
+    x, y, x_test, y_test = data = _data(name, data)
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    row: dict = {"benchmark": "applications", "model": name}
+    def baseline():
+        model = _fit(_build(name), x, y, epochs)
+        return model, {"params": model.count_params(), "accuracy": _accuracy(model, x_test, y_test)}
+
+    base = _step(row, "baseline", baseline)
+    if base is None:
+        return row
+
+    def prune():
+        pruned = _fit(sparsity.prune_low_magnitude(
+            base, pruning_schedule=sparsity.ConstantSparsity(0.5, 0, frequency=10)),
+            x, y, finetune_epochs)
+        final = sparsity.strip_pruning(pruned)
+        return final, {"sparsity": round(sparsity.summary(final).overall, 4),
+                       "accuracy": _accuracy(final, x_test, y_test)}
+
+    def cluster():
+        clustered = _fit(clustering.cluster_weights(base, number_of_clusters=16), x, y,
+                         finetune_epochs)
+        final = clustering.strip_clustering(clustered)
+        return final, {"max_unique_values": max(w.unique_values for w in clustering.summary(final).weights),
+                       "accuracy": _accuracy(final, x_test, y_test)}
+
+    def qat():
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = quantization.quantize_model(base)
+        left_float = [str(w.message) for w in caught if "stay float" in str(w.message)]
+        model = _fit(model, x, y, finetune_epochs, lr=1e-4)
+        figures = {"keras_accuracy": _accuracy(model, x_test, y_test), "left_float": left_float}
+        try:
+            content = to_litert(model)  # strict: every compute op int8, or it fails
+        except Exception as err:  # noqa: BLE001 - report which ops stay float
+            loose = inspect(to_litert(model, allow_float_fallback=True))
+            floats = sorted({op.name for op in loose.float_ops_between_io()})
+            raise RuntimeError(f"not fully int8: float ops {floats}; {str(err)[:300]}") from err
+        info = inspect(content)
+        report = parity(model, content, x_test, num_samples=len(x_test))
+        figures.update({"fully_int8": info.float_ops_between_io() == [], "ops": len(info.ops),
+                        "int8_bytes": info.size_bytes,
+                        "argmax_agreement": round(report.argmax_agreement, 4)})
+        return model, figures
+
+    _step(row, "prune", prune)
+    _step(row, "cluster", cluster)
+    _step(row, "qat", qat)
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--epochs", type=int, default=2, help="baseline epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    args = parser.parse_args()
+
+    import keras
+
+    from kmot.data import digits
+
+    data = digits(image_size=32, channels=3)
+    passed, failed = [], {}
+    for name in args.models:
+        row = run(name, data, args.epochs, args.finetune_epochs)
+        print(json.dumps(row), flush=True)
+        qat = row.get("qat", {})
+        steps_ok = all(row.get(k, {}).get("ok") for k in ("baseline", "prune", "cluster", "qat"))
+        if steps_ok and qat.get("fully_int8") and qat.get("argmax_agreement", 0) >= 0.99:
+            passed.append(name)
+        else:
+            failed[name] = {k: row[k].get("error", row[k]) for k in ("baseline", "prune", "cluster", "qat")
+                            if k in row and not (row[k].get("ok") and (k != "qat" or (
+                                row[k].get("fully_int8") and row[k].get("argmax_agreement", 0) >= 0.99)))}
+        keras.backend.clear_session()
+    print(json.dumps({"benchmark": "applications_summary",
+                      "fully_int8_with_parity": f"{len(passed)} of {len(args.models)}",
+                      "passed": passed, "failed": failed}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
