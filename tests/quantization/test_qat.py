@@ -50,6 +50,10 @@ LAYER_CASES = {
                                                    keras.layers.Conv2D(4, 1)(x)]),
     "Pooling": lambda x: keras.layers.AveragePooling2D(2)(keras.layers.MaxPooling2D(1)(
         keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x))),
+    # DenseNet's transition: AVERAGE_POOL_2D must keep its input's scale
+    "Conv+AveragePooling": lambda x: keras.layers.AveragePooling2D(2, strides=2)(
+        keras.layers.Conv2D(8, 1)(keras.layers.ReLU()(keras.layers.BatchNormalization()(
+            keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same")(x), x]))))),
     "Reshape+UpSampling": lambda x: keras.layers.UpSampling2D()(keras.layers.Reshape((4, 4, 4))(
         keras.layers.Conv2D(1, 1)(x))),
     "Rescaling+ZeroPadding": lambda x: keras.layers.ZeroPadding2D()(keras.layers.Rescaling(2.0, -1.0)(x)),
@@ -72,13 +76,22 @@ LAYER_CASES = {
 }
 
 
+# Cases whose one-epoch model decides so many test images on near ties that random
+# rounding alone flips over 1% of them (kmot.quantization.rounding_noise_floor ~0.96):
+# trained longer, so that parity measures the file, not the ties.
+LONGER = {"Conv+AveragePooling": 4}
+
+
 @pytest.mark.parametrize("case", list(LAYER_CASES))
 def test_layer_types_convert_fully_int8_with_parity(case, digits_data):
     x, y, x_test, _ = digits_data
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 1), name="image")
     model = keras.Model(inp, _head(LAYER_CASES[case](inp)))
-    qat = _train_qat(model, x[:640], y[:640], epochs=1)
+    if case in LONGER:
+        qat = _train_qat(model, x, y, epochs=LONGER[case])
+    else:
+        qat = _train_qat(model, x[:640], y[:640], epochs=1)
     _check_int8(qat, x_test)
 
 
@@ -331,3 +344,24 @@ def test_mobilenetv2_qat_is_fully_int8():
     info, report = _check_int8(qat, x)
     assert info.op_counts["CONV_2D"] == 35 and info.op_counts["DEPTHWISE_CONV_2D"] == 17
     assert report.max_abs_error <= 2 / 256  # softmax outputs: within two int8 steps
+
+
+def test_rounding_noise_floor_measures_sensitivity_to_single_steps(digits_data):
+    from kmot.quantization import rounding_noise_floor
+
+    x, y, x_test, _ = digits_data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    trained = _train_qat(model, x, y, epochs=3)
+    before = trained.predict(x_test, verbose=0)
+    floor = rounding_noise_floor(trained, x_test, trials=2)
+    assert len(floor) == 2 and min(floor) >= 0.99  # a trained model's decisions have margins
+    np.testing.assert_array_equal(trained.predict(x_test, verbose=0), before)  # rounding restored
+    # an untrained one (ranges set, weights random) decides on near ties: random rounding flips them
+    untrained = quantize_model(model)
+    untrained.compile(keras.optimizers.SGD(0.0), LOSS)
+    untrained.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)
+    assert min(rounding_noise_floor(untrained, x_test, trials=2)) < 0.99
+    with pytest.raises(QuantizationError, match=r"no activation quantizer"):
+        rounding_noise_floor(model, x_test)

@@ -1,6 +1,7 @@
 """Quantization-aware training for LiteRT: fake quantizers, BN folding, `quantize_model`."""
 
 from kmot.quantization.fold import fold_batch_norms, foldable_pairs
+from kmot.quantization.noise import rounding_noise_floor
 from kmot.quantization.quantize import (
     SCHEMES,
     QuantizationError,
@@ -23,5 +24,6 @@ __all__ = [
     "is_qat_model",
     "is_weight_qat_model",
     "quantize_model",
+    "rounding_noise_floor",
     "rule_for",
 ]

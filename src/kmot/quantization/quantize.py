@@ -100,9 +100,31 @@ def _plan(model, layers, config):
     return rules, unsupported, split, fused
 
 
+def _upstream_quantizer(tensor) -> ActivationQuantizer | None:
+    """The activation quantizer whose grid `tensor` is on: the one that wrote it, or
+    the last one before ops that keep their input's scale (max pooling, reshape)."""
+    seen = 0
+    while tensor is not None and seen < 64:
+        history = getattr(tensor, "_keras_history", None)
+        op = history.operation if history else None
+        if isinstance(op, ActivationQuantizer):
+            return op
+        rule = rule_for(op) if op is not None and not isinstance(op, keras.layers.InputLayer) else None
+        if rule is None or rule.output != "keep" or not op._inbound_nodes:
+            return None
+        inputs = op._inbound_nodes[history.node_index].input_tensors
+        tensor = inputs[0] if len(inputs) == 1 else None
+        seen += 1
+    return None
+
+
 def _is_concatenation(op) -> bool:
     return isinstance(op, keras.layers.Concatenate) or (
         not isinstance(op, keras.layers.Layer) and type(op).__name__ == "Concatenate")
+
+
+#: Activations LiteRT runs as x * sigmoid(x) (LOGISTIC, then MUL).
+_SIGMOID_GATED = ("silu", "swish")
 
 
 def _is_layer_norm(layer) -> bool:
@@ -302,6 +324,20 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
             wrapper.add_transform(key, FakeQuantTransform(num_bits=8, axis=axis))
         return wrapper
 
+    def activate(name, act, t, own=None):
+        """`act` applied to quantized `t`, quantized as LiteRT computes it."""
+        if "float" not in str(t.dtype):
+            return t
+        if act in _SIGMOID_GATED:
+            # LiteRT runs silu as LOGISTIC, written at its fixed scale of 1/256, then MUL:
+            # without the quantizer between, each layer's output is a few steps off.
+            gate = keras.layers.Activation("sigmoid", name=unique(f"{name}_sigmoid"))(t)
+            gate = quantizer(f"{name}_sigmoid", fixed_range_of("sigmoid"))(gate)
+            return quantizer(name if own is not None else f"{name}_{act}")(
+                keras.layers.Multiply(name=unique(f"{name}_gated"))([t, gate]))
+        out = keras.layers.Activation(act, name=unique(f"{name}_{act}"))(t)
+        return quantizer(f"{name}_{act}", fixed_range_of(act))(out)
+
     def quantize_input(t):
         history = getattr(t, "_keras_history", None)
         if (history is None or not isinstance(history.operation, keras.layers.InputLayer)
@@ -312,18 +348,20 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
         return input_quantizers[t.name]
 
     def call_function(layer, *args, **kwargs):
-        if quantize_activations:
-            args = tree.map_structure(quantize_input, args)
-        out = layer(*args, **kwargs)
         if not quantize_activations:
-            return out
+            return layer(*args, **kwargs)
+        args = tree.map_structure(quantize_input, args)
         name = _name(layer)
         rule = rules.get(name, QuantizeRule(output="float"))
+        if (isinstance(layer, keras.layers.Activation) and rule.output != "float"
+                and activation_of(layer) in _SIGMOID_GATED):
+            return tree.map_structure(lambda t: activate(name, activation_of(layer), t, own=layer),
+                                      args[0])
+        out = layer(*args, **kwargs)
         if name in split:
             act = split[name]
             out = tree.map_structure(quantized(name), out)
-            out = keras.layers.Activation(act, name=unique(f"{name}_{act}"))(out)
-            return tree.map_structure(quantized(f"{name}_{act}", fixed_range_of(act)), out)
+            return tree.map_structure(lambda t: activate(name, act, t), out)
         if (isinstance(layer, keras.layers.Rescaling) and rule.output == "requantize"
                 and np.any(np.asarray(layer.offset) != 0)):
             # LiteRT runs it as MUL then ADD: the tensor between needs its own range.
@@ -333,6 +371,10 @@ def _rewrite(model, rules, split, fused, *, quantize_activations):
             return quantizer(name)(add(out))
         if rule.output == "keep" or name in fused:
             return out
+        if rule.output == "same":
+            upstream = _upstream_quantizer(args[0])
+            if upstream is not None:  # its range, not updated by this second use
+                return tree.map_structure(lambda t: upstream(t, training=False), out)
         fixed = rule.fixed_range if rule.output == "fixed" else None
         return tree.map_structure(quantized(name, fixed), out)
 

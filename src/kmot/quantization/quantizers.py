@@ -96,6 +96,7 @@ class ActivationQuantizer(keras.layers.Layer):
         self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
         self.symmetric = symmetric
         self.supports_masking = True
+        object.__setattr__(self, "_dither", None)  # a SeedGenerator while rounding is randomised
 
     def build(self, input_shape=None):
         lo, hi = self.fixed_range or (-6.0, 6.0)
@@ -122,6 +123,9 @@ class ActivationQuantizer(keras.layers.Layer):
             bound = ops.maximum(-lo, hi)
             levels = 2.0 ** (self.num_bits - 1)
             lo, hi = -bound, bound * (levels - 1) / levels
+        if self._dither is not None:  # see kmot.quantization.rounding_noise_floor
+            step = (hi - lo) / (2.0 ** self.num_bits - 1)
+            x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step
         return _fake_quant(x, lo, hi, num_bits=self.num_bits)
 
     def compute_output_shape(self, input_shape):

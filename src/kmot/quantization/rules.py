@@ -8,7 +8,9 @@ happens to the output:
   nothing follows;
 * ``"fixed"``: LiteRT's kernel has a fixed output scale (softmax, sigmoid, tanh);
 * ``"relu"``: an activation LiteRT fuses into the op before it when that op has
-  no other consumer: then the quantizer follows the activation, not the op.
+  no other consumer: then the quantizer follows the activation, not the op;
+* ``"same"``: LiteRT's int8 kernel writes at its input's scale (AVERAGE_POOL_2D
+  must): the output is rounded on the input's grid, with the input's range.
 
 Rules cover layers and the operation nodes ``keras.ops`` leaves in a Functional
 graph (``x + 3``, ``ops.relu6``, ``x * y``). Custom layers opt in with
@@ -43,8 +45,8 @@ class QuantizeRule:
 
     Args:
         weights: weight key -> per-channel axis (None: per-tensor; `DEPTHWISE`).
-        output: ``"requantize"``, ``"keep"``, ``"fixed"``, ``"relu"`` or
-            ``"float"`` (the layer stays float).
+        output: ``"requantize"``, ``"keep"``, ``"fixed"``, ``"relu"``, ``"same"``
+            or ``"float"`` (the layer stays float).
         fixed_range: the range for ``output="fixed"``.
     """
 
@@ -93,10 +95,12 @@ _KEEP = (
 )
 _REQUANTIZE = (
     L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate,
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
     L.Rescaling, L.PReLU, L.LeakyReLU,
 )
+# The converter requires these to keep their input's scale ("quantization parameters
+# violate the same scale constraint"), yet they compute values off its grid.
+_SAME_SCALE = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D)
 del L
 
 
@@ -150,6 +154,8 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
         return QuantizeRule(output="keep")
     if isinstance(layer, _REQUANTIZE):
         return QuantizeRule()
+    if isinstance(layer, _SAME_SCALE):
+        return QuantizeRule(output="same")
     if isinstance(layer, keras.layers.LayerNormalization):
         # int8 as MEAN, SUB, L2_NORMALIZATION and a 1x1 depthwise conv (splits.py)
         return QuantizeRule() if layer.built and layer_norm_over_last_axis(layer) else None
@@ -171,6 +177,7 @@ _OP_OUTPUT = {
     **dict.fromkeys(("Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Mean",
                      "Concatenate", "Average", "Maximum", "Minimum", "Square", "HardSilu",
                      "Silu", "Gelu", "Elu", "LeakyRelu", "HardSigmoid"), "requantize"),
+    "AveragePool": "same",
     **dict.fromkeys(("Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Slice",
                      "Moveaxis", "Ravel", "Max", "Amax", "Copy", "Identity", "Repeat",
                      "Tile", "BroadcastTo", "Pad", "MaxPool", "Flip", "Swapaxes",
