@@ -64,6 +64,26 @@ class FakeQuantTransform(WeightTransform):
         return {"num_bits": self.num_bits, "axis": self.axis}
 
 
+def _integer_zero_point(lo, hi, num_bits: int):
+    """A range on which TensorFlow's FakeQuant and the LiteRT converter agree.
+
+    FakeQuant nudges the zero point of a range to an integer in float32, the
+    converter in double: for a range like [-1, 1] (zero point 127.5) the two
+    round it apart, and with data on [-1, 1] (MobileNet's preprocessing) every
+    input is a tie the two roundings break differently. Here the scale grows just
+    enough (at most 1/zero-point, under 1% for most ranges) for the range's
+    minimum to be a grid point with an integer zero point, the maximum still
+    covered: both then compute the same grid, and the data's extremes are exact.
+    """
+    levels = 2.0 ** num_bits - 1
+    scale = ops.maximum(hi - lo, 1e-8) / levels
+    zero_point = ops.floor(-lo / scale + 1e-4)  # (+1e-4: an integer computed as k - epsilon)
+    exact = ops.greater_equal(zero_point, 1.0)
+    scale = ops.where(exact, -lo / ops.maximum(zero_point, 1.0), ops.maximum(hi, 1e-8) / levels)
+    zero_point = ops.where(exact, ops.minimum(zero_point, levels), 0.0)
+    return -zero_point * scale, (levels - zero_point) * scale
+
+
 @keras.saving.register_keras_serializable(package="kmot")
 class ActivationQuantizer(keras.layers.Layer):
     """Asymmetric fake quantization of a tensor with a moving-average range.
@@ -123,6 +143,7 @@ class ActivationQuantizer(keras.layers.Layer):
             bound = ops.maximum(-lo, hi)
             levels = 2.0 ** (self.num_bits - 1)
             lo, hi = -bound, bound * (levels - 1) / levels
+        lo, hi = _integer_zero_point(lo, hi, self.num_bits)
         if self._dither is not None:  # see kmot.quantization.rounding_noise_floor
             step = (hi - lo) / (2.0 ** self.num_bits - 1)
             x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step

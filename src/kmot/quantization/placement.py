@@ -1,0 +1,148 @@
+"""Placing fake quantizers: the rewrite that turns a float model into a QAT one.
+
+Weights get their fake quantization (per the rules of `plan.py`), layers LiteRT
+runs as other ops are rewritten as those ops (`splits.py`), and activation
+quantizers follow every tensor LiteRT writes at a new scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import tree
+
+from kmot.core import OptimizedLayer, clone_model
+from kmot.core.selection import walk_operations
+from kmot.quantization.affine import channel_affine
+from kmot.quantization.plan import SIGMOID_GATED, dense_on_feature_maps, is_layer_norm, name_of
+from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
+from kmot.quantization.rules import QuantizeRule, activation_of, fixed_range_of, input_rank, rule_for
+from kmot.quantization.splits import (affine_as_depthwise, conv1d_as_conv2d, dense_as_conv,
+                                      input_shape_of, is_plain_conv1d, layer_norm_as_l2,
+                                      split_separable)
+
+__all__ = ["place_quantizers"]
+
+
+def _upstream_quantizer(tensor) -> ActivationQuantizer | None:
+    """The activation quantizer whose grid `tensor` is on: the one that wrote it, or
+    the last one before ops that keep their input's scale (max pooling, reshape)."""
+    seen = 0
+    while tensor is not None and seen < 64:
+        history = getattr(tensor, "_keras_history", None)
+        op = history.operation if history else None
+        if isinstance(op, ActivationQuantizer):
+            return op
+        rule = rule_for(op) if op is not None and not isinstance(op, keras.layers.InputLayer) else None
+        if rule is None or rule.output != "keep" or not op._inbound_nodes:
+            return None
+        inputs = op._inbound_nodes[history.node_index].input_tensors
+        tensor = inputs[0] if len(inputs) == 1 else None
+        seen += 1
+    return None
+
+
+def place_quantizers(model, rules, split, fused, *, quantize_activations):
+    top_inputs = {t.name for t in model.inputs}
+    input_quantizers: dict[str, Any] = {}
+    used: set[str] = {op.name for op in walk_operations(model)}
+
+    def unique(name):
+        candidate, n = name, 1
+        while candidate in used:
+            n += 1
+            candidate = f"{name}_{n}"
+        used.add(candidate)
+        return candidate
+
+    def quantizer(name, fixed=None, symmetric=False):
+        return ActivationQuantizer(fixed_range=fixed, symmetric=symmetric,
+                                   name=unique(f"{name}_quant"))
+
+    def quantized(name, fixed=None):
+        """Puts a quantizer after each float tensor (integer outputs pass)."""
+        return lambda t: quantizer(name, fixed)(t) if "float" in str(t.dtype) else t
+
+    def replace(layer):
+        inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
+        rule = rules[inner.name]
+        if rule.output != "float" and not rule.weights and inner.built:
+            if is_layer_norm(inner):
+                # as int8 ops, with the activation quantizers they need; int16x8
+                # keeps the layer (its 16-bit activations come from calibration)
+                return layer_norm_as_l2(layer, quantizer) if quantize_activations else None
+            affine = channel_affine(inner, input_rank(inner))
+            if affine is not None:
+                return affine_as_depthwise(inner.name, input_shape_of(inner), *affine)
+        if not rule.weights:
+            return None
+        if inner.name in split:
+            inner.activation = keras.activations.get("linear")
+        if isinstance(inner, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+            return split_separable(layer, quantizer if quantize_activations else None)
+        if is_plain_conv1d(inner) and rule.weights.get("kernel") == -1:
+            return conv1d_as_conv2d(layer)
+        if dense_on_feature_maps(inner) and set(rule.weights) == {"kernel"}:
+            return dense_as_conv(layer)
+        wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
+        for key, axis in rule.weights.items():
+            wrapper.add_transform(key, FakeQuantTransform(num_bits=8, axis=axis))
+        return wrapper
+
+    def activate(name, act, t, own=None):
+        """`act` applied to quantized `t`, quantized as LiteRT computes it."""
+        if "float" not in str(t.dtype):
+            return t
+        if act in SIGMOID_GATED:
+            # LiteRT runs silu as LOGISTIC, written at its fixed scale of 1/256, then MUL:
+            # without the quantizer between, each layer's output is a few steps off.
+            gate = keras.layers.Activation("sigmoid", name=unique(f"{name}_sigmoid"))(t)
+            gate = quantizer(f"{name}_sigmoid", fixed_range_of("sigmoid"))(gate)
+            return quantizer(name if own is not None else f"{name}_{act}")(
+                keras.layers.Multiply(name=unique(f"{name}_gated"))([t, gate]))
+        out = keras.layers.Activation(act, name=unique(f"{name}_{act}"))(t)
+        return quantizer(f"{name}_{act}", fixed_range_of(act))(out)
+
+    def quantize_input(t):
+        history = getattr(t, "_keras_history", None)
+        if (history is None or not isinstance(history.operation, keras.layers.InputLayer)
+                or t.name not in top_inputs or "float" not in str(t.dtype)):
+            return t
+        if t.name not in input_quantizers:
+            input_quantizers[t.name] = quantizer(history.operation.name)(t)
+        return input_quantizers[t.name]
+
+    def call_function(layer, *args, **kwargs):
+        if not quantize_activations:
+            return layer(*args, **kwargs)
+        args = tree.map_structure(quantize_input, args)
+        name = name_of(layer)
+        rule = rules.get(name, QuantizeRule(output="float"))
+        if (isinstance(layer, keras.layers.Activation) and rule.output != "float"
+                and activation_of(layer) in SIGMOID_GATED):
+            return tree.map_structure(lambda t: activate(name, activation_of(layer), t, own=layer),
+                                      args[0])
+        out = layer(*args, **kwargs)
+        if name in split:
+            act = split[name]
+            out = tree.map_structure(quantized(name), out)
+            return tree.map_structure(lambda t: activate(name, act, t), out)
+        if (isinstance(layer, keras.layers.Rescaling) and rule.output == "requantize"
+                and np.any(np.asarray(layer.offset) != 0)):
+            # LiteRT runs it as MUL then ADD: the tensor between needs its own range.
+            mul = keras.layers.Rescaling(layer.scale, name=unique(f"{name}_scale"))
+            add = keras.layers.Rescaling(1.0, layer.offset, name=unique(f"{name}_offset"))
+            out = quantizer(f"{name}_scale")(mul(*args, **kwargs))
+            return quantizer(name)(add(out))
+        if rule.output == "keep" or name in fused:
+            return out
+        if rule.output == "same":
+            upstream = _upstream_quantizer(args[0])
+            if upstream is not None:  # its range, not updated by this second use
+                return tree.map_structure(lambda t: upstream(t, training=False), out)
+        fixed = rule.fixed_range if rule.output == "fixed" else None
+        return tree.map_structure(quantized(name, fixed), out)
+
+    return clone_model(model, replace=replace, call_function=call_function)
