@@ -1,0 +1,3 @@
+from kmot.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""`kmot registry` commands: push, list, show, promote, rollback, history, pull."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from kmot.cli._common import _fail, app, console
+from kmot.errors import KmotError
+
+registry_app = typer.Typer(
+    help="Model registry: versioned, checksummed artifacts; promote, rollback, pull.",
+    no_args_is_help=True,
+)
+RegistryRoot = Annotated[
+    Optional[Path],
+    typer.Option("--root", help="registry folder (default: $KMOT_REGISTRY or ~/.kmot/registry)"),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _open_registry(root: Optional[Path]):
+    from kmot.registry import Registry
+
+    return Registry(root)
+
+
+def _short_metrics(metrics: dict, limit: int = 3) -> str:
+    return "\n".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:limit])
+
+
+def _when(iso: str) -> str:
+    return iso[:16].replace("T", " ")
+
+
+@registry_app.command(name="push")
+def registry_push(
+    artifact: Annotated[Path, typer.Argument(help="the file to store (e.g. model.tflite)")],
+    name: Annotated[str, typer.Option(help="model name")],
+    report: Annotated[Optional[Path], typer.Option(help="report.json to keep with it")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(help="label (repeatable)")] = None,
+    meta: Annotated[
+        Optional[list[str]], typer.Option(help="KEY=VALUE metadata (repeatable)")
+    ] = None,
+    promote: Annotated[bool, typer.Option(help="also make it the production version")] = False,
+    as_json: AsJson = False,
+    root: RegistryRoot = None,
+) -> None:
+    """Store an artifact as the next version of NAME (checksummed, content-addressed)."""
+    from kmot.errors import RegistryError
+
+    try:
+        pairs = [item.split("=", 1) for item in meta or ()]
+        if any(len(pair) != 2 or not pair[0] for pair in pairs):
+            raise RegistryError(f"Expected --meta KEY=VALUE. Received: --meta {meta}")
+        registry = _open_registry(root)
+        version = registry.push(artifact, name=name, report=report, metadata=dict(pairs),
+                                tags=tag or ())
+        if promote:
+            version = registry.promote(name, version.version)
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(version.to_dict(), indent=2))
+        return
+    console.print(f"pushed {version.label}: {version.size_bytes:,} bytes, sha256 "
+                  f"{version.sha256[:12]}" + (" (production)" if promote else ""), soft_wrap=True)
+
+
+@registry_app.command(name="list")
+def registry_list(
+    name: Annotated[Optional[str], typer.Argument(help="list this model's versions")] = None,
+    as_json: AsJson = False,
+    root: RegistryRoot = None,
+) -> None:
+    """List models (name, versions, production), or every version of NAME."""
+    try:
+        registry = _open_registry(root)
+        rows = registry.models() if name is None else registry.list(name)
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    if name is None:
+        table = Table(title=f"models in {registry.root} (times UTC)")
+        for col in ("name", "versions", "latest", "production", "updated"):
+            table.add_column(col)
+        for m in rows:
+            production = "-" if m.production_version is None else f"v{m.production_version}"
+            table.add_row(m.name, str(m.num_versions), f"v{m.latest_version}", production,
+                          _when(m.updated_at))
+    else:
+        table = Table(title=f"{name} (* = production; times UTC)")
+        tagged = any(v.tags for v in rows)
+        for col in ("version", "created", "sha256"):
+            table.add_column(col, no_wrap=True)
+        for col in ("source", "metrics", *(("tags",) if tagged else ())):
+            table.add_column(col, overflow="fold")
+        for v in rows:
+            cells = [f"v{v.version}{' *' if v.production else ''}", _when(v.created_at),
+                     v.sha256[:10], v.source, _short_metrics(v.metrics)]
+            table.add_row(*cells, *((", ".join(v.tags),) if tagged else ()))
+    console.print(table)
+
+
+@registry_app.command(name="show")
+def registry_show(
+    name: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[
+        Optional[int], typer.Argument(help="default: production, else latest")
+    ] = None,
+    as_json: AsJson = False,
+    root: RegistryRoot = None,
+) -> None:
+    """Show one version: checksum, size, source, metrics, metadata (--json: and the report)."""
+    try:
+        v = _open_registry(root).show(name, version)
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(v.to_dict(), indent=2))
+        return
+    table = Table(title=v.label + (" (production)" if v.production else ""), show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    rows = {"sha256": v.sha256, "bytes": f"{v.size_bytes:,}", "created": v.created_at,
+            "source": v.source, "tags": ", ".join(v.tags) or "-",
+            "report": "attached (--json)" if v.report is not None else "-"}
+    rows.update({f"metric {k}": f"{x:.6g}" for k, x in v.metrics.items()})
+    rows.update({f"meta {k}": json.dumps(x) if not isinstance(x, str) else x
+                 for k, x in v.metadata.items()})
+    for key, value in rows.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+@registry_app.command(name="promote")
+def registry_promote(
+    name: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(help="version to make production")],
+    root: RegistryRoot = None,
+) -> None:
+    """Make VERSION the production version of NAME (the previous one stays for rollback)."""
+    try:
+        v = _open_registry(root).promote(name, version)
+    except KmotError as err:
+        _fail(err)
+    console.print(f"{v.label} is production")
+
+
+@registry_app.command(name="rollback")
+def registry_rollback(
+    name: Annotated[str, typer.Argument(help="model name")],
+    root: RegistryRoot = None,
+) -> None:
+    """Make the previous production version of NAME current again (atomic)."""
+    try:
+        v = _open_registry(root).rollback(name)
+    except KmotError as err:
+        _fail(err)
+    console.print(f"rolled back: {v.label} is production again")
+
+
+@registry_app.command(name="history")
+def registry_history(
+    name: Annotated[str, typer.Argument(help="model name")],
+    as_json: AsJson = False,
+    root: RegistryRoot = None,
+) -> None:
+    """Every promote and rollback of NAME, oldest first."""
+    try:
+        events = _open_registry(root).history(name)
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps([e.to_dict() for e in events], indent=2))
+        return
+    table = Table(title=f"{name}: production history")
+    for col in ("at", "action", "from", "to"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(e.at, e.action, "-" if e.previous is None else f"v{e.previous}",
+                      f"v{e.version}")
+    console.print(table)
+
+
+@registry_app.command(name="pull")
+def registry_pull(
+    name: Annotated[str, typer.Argument(help="model name")],
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="file, or folder (existing or ending in /)")
+    ] = ".",
+    version: Annotated[
+        Optional[int], typer.Option(help="default: production, else latest")
+    ] = None,
+    root: RegistryRoot = None,
+) -> None:
+    """Copy a version's artifact out, verifying its sha256 (nothing is written on mismatch)."""
+    try:
+        path = _open_registry(root).pull(name, version, dest=output)
+    except KmotError as err:
+        _fail(err)
+    console.print(f"wrote {path} (sha256 verified)", soft_wrap=True)
+
+
+app.add_typer(registry_app, name="registry")
