@@ -100,7 +100,7 @@ class Report(_Model):
             >>> report.save("report/")["html"]  # doctest: +SKIP
             PosixPath('report/report.html')
         """
-        from kmot.export.litert import write_atomic
+        from kmot._files import write_atomic
 
         folder = Path(directory)
         contents = {"json": self.to_json(), "markdown": self.to_markdown(),

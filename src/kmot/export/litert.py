@@ -5,21 +5,20 @@ TensorFlow is imported here, on first use, never at `import kmot`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
 import tempfile
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from kmot._files import write_atomic
 from kmot._quiet import captured_output as _captured_output
-from kmot.errors import CalibrationDataError, ConversionError, KmotError
+from kmot.errors import ConversionError, KmotError
 from kmot.export.calibration import (
     DEFAULT_NUM_SAMPLES,
     as_generator,
@@ -41,27 +40,6 @@ _IO_TYPES = {
     "int8": ("float32", "int8", "uint8"),
     "int16x8": ("float32", "int16"),
 }
-
-
-def write_atomic(path: str | os.PathLike, content: bytes) -> Path:
-    """Writes `content` to `path` through a temporary file in the same folder.
-
-    A reader never sees a half-written file: the rename is atomic.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def load_model(model: keras.Model | str | os.PathLike) -> keras.Model:

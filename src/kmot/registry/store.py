@@ -342,7 +342,7 @@ class Registry:
             target = target / chosen.source
         obj = self.objects.path(chosen.sha256)
         fix = ("Restore it from a trusted copy of the artifact (pushing that file again "
-               f"rewrites the object) or pull another version")
+               "rewrites the object) or pull another version")
         if not obj.is_file():
             raise RegistryError(
                 f"The stored object of {chosen.label} is missing. Expected {obj} "
