@@ -114,3 +114,13 @@ def run_cli_fresh(argvs: list[list[str]]) -> dict:
 @pytest.fixture(scope="session")
 def cli_fresh():
     return run_cli_fresh
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Prints the fault-injection and fuzz totals (see tests/faults.py), if any ran."""
+    from faults import COUNTS
+
+    if COUNTS:
+        terminalreporter.write_line(
+            f"fault injection: {COUNTS['kills']} kills injected, {COUNTS['bad_inputs']} bad "
+            f"inputs tried, {COUNTS['failures']} failures")
