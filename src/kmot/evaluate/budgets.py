@@ -134,10 +134,12 @@ def load_budgets(budgets: BudgetsLike) -> Budgets:
 def _read_yaml(path: Path) -> Any:
     import yaml
 
+    from kmot import _yaml
+
     if not path.is_file():
         raise BudgetError(f"No such budgets file. Expected a YAML file. Received: {path}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return _yaml.load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

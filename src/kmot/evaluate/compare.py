@@ -6,12 +6,12 @@ import contextlib
 import datetime
 import os
 import platform
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
 from kmot._quiet import captured_output
+from kmot._tempdirs import temporary_directory
 from kmot.errors import EvaluationError
 from kmot.evaluate.data import load_data
 from kmot.evaluate.latency import summarize
@@ -154,7 +154,7 @@ def compare(
             f"{batch_size} samples. Received: {dataset.num_samples}. Lower batch_size."
         )
     steps = len(named) * (3 + memory)
-    with tempfile.TemporaryDirectory(prefix="kmot-evaluate-") as workdir, \
+    with temporary_directory("evaluate") as workdir, \
             _progress(progress, steps) as step:
         runners, inputs = {}, {}
         for name, model in named.items():  # everything is checked before anything runs

@@ -29,7 +29,9 @@ from kmot.evaluate.schema import MemoryStats
 __all__ = ["measure_peak_memory", "peak_rss_mb"]
 
 _CHILD = r"""
-import json, resource, sys
+import os, sys
+sys.path.extend(p for p in sys.argv[6].split(os.pathsep) if p and p not in sys.path)
+import json, resource
 kind, path, threads, runs, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 import numpy as np
 if kind == "tflite":
@@ -66,6 +68,18 @@ print(json.dumps({"bytes": peak}))
 # size. VmHWM belongs to the address space exec created, so it is the child's own.
 
 
+def _child_command(*args: str) -> list[str]:
+    """``python -I -c CHILD ARGS PATH``: no working directory, PYTHON* variable or
+    user site on the child's path, so a ``resource.py`` or ``numpy.py`` in the
+    current folder never runs. The folders this process imports from (kmot from a
+    PYTHONPATH, say) are passed as PATH and appended after the child's own, where
+    they cannot shadow the standard library; the working directory is left out."""
+    cwd = os.path.realpath(os.getcwd())
+    inherited = [p for p in sys.path
+                 if p and os.path.isabs(p) and os.path.realpath(p) != cwd]
+    return [sys.executable, "-I", "-c", _CHILD, *args, os.pathsep.join(inherited)]
+
+
 def peak_rss_mb(kind: str, path: str | os.PathLike | None, *, threads: int = 1,
                 runs: int = 5, batch_size: int = 1, timeout: float = 600) -> float:
     """Peak RSS, in MB, of a fresh process that loads and runs one model.
@@ -76,8 +90,8 @@ def peak_rss_mb(kind: str, path: str | os.PathLike | None, *, threads: int = 1,
         EvaluationError: the child process failed (its last error line is quoted).
     """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    args = [sys.executable, "-c", _CHILD, kind, os.fspath(path) if path else "",
-            str(threads), str(runs), str(batch_size)]
+    args = _child_command(kind, os.fspath(path) if path else "", str(threads), str(runs),
+                          str(batch_size))
     try:
         done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as err:

@@ -76,23 +76,37 @@ def _settings_line(report: Report) -> str:
             f"Created {report.created} with kmot {report.kmot_version}.")
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`|[]"})
+
+
+def _md(text: str) -> str:
+    """``text`` shown as itself in Markdown: names, ops and notes come from users and
+    files, and Markdown renders raw HTML (``<script>``) and links (``[x](...)``)."""
+    one_line = " ".join(text.splitlines())  # a line break would end a table row
+    return _html.escape(one_line, quote=False).translate(_MD_SPECIAL)
+
+
 def markdown(report: Report) -> str:
-    """The report as Markdown: settings, the summary table, op fallbacks, notes."""
+    """The report as Markdown: settings, the summary table, op fallbacks, notes.
+
+    Every string from the report is escaped (see `_md`), so a candidate named
+    ``<script>`` is shown, not run, by a Markdown viewer.
+    """
     headers, rows = summary_rows(report)
     lines = [f"# kmot evaluation: {len(report.candidates)} candidate(s), baseline "
-             f"`{report.baseline}`", "", _settings_line(report), "",
-             "| " + " | ".join(headers) + " |",
+             f"{_md(report.baseline)}", "", _md(_settings_line(report)), "",
+             "| " + " | ".join(map(_md, headers)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(_md, row)) + " |" for row in rows]
     lines += ["", "Deltas in parentheses are vs the baseline. Agreement: argmax agreement "
               "with the baseline; KL: KL(baseline || candidate). Memory: peak RSS of a "
               "process running the model minus an idle one."]
     extra = [(c.name, op) for c in report.candidates if c.ops for op in c.ops.fallback_ops]
     if extra:
-        lines += ["", "## Float fallback ops", ""] + [f"- {n}: {op}" for n, op in extra]
+        lines += ["", "## Float fallback ops", ""] + [f"- {_md(n)}: {_md(op)}" for n, op in extra]
     notes = [(c.name, n) for c in report.candidates for n in c.notes]
     if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}: {text}" for n, text in notes]
+        lines += ["", "## Notes", ""] + [f"- {_md(n)}: {_md(text)}" for n, text in notes]
     return "\n".join(lines) + "\n"
 
 

@@ -111,9 +111,9 @@ class LiteRTRunner:
         """A file holding the model, for a separate process to load."""
         if self.source:
             return self.source
-        path = Path(folder) / _file_name(self.name, ".tflite")
-        path.write_bytes(self.content)
-        return str(path)
+        from kmot._files import write_atomic
+
+        return str(write_atomic(Path(folder) / _file_name(self.name, ".tflite"), self.content))
 
 
 def _signature(detail: dict[str, Any]) -> np.ndarray:
@@ -180,8 +180,11 @@ class KerasRunner:
         if self.source:
             return self.source
         if self._saved is None:
+            from kmot._files import atomic_path
+
             path = Path(folder) / _file_name(self.name, ".keras")
-            self.model.save(path)
+            with atomic_path(path, suffix=".keras") as tmp:
+                self.model.save(tmp)
             self._saved = str(path)
         return self._saved
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from kmot._files import write_atomic
 from kmot._quiet import captured_output as _captured_output
+from kmot._tempdirs import temporary_directory
 from kmot.errors import ConversionError, KmotError
 from kmot.export.calibration import (
     DEFAULT_NUM_SAMPLES,
@@ -222,7 +222,7 @@ def to_litert(
 
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="kmot-export-") as saved_model_dir:
+    with temporary_directory("export") as saved_model_dir:
         with _captured_output() as log:
             try:
                 _write_saved_model(tf, model, saved_model_dir)

@@ -1,9 +1,12 @@
 """Running a recipe: fine-tuning steps, export, evaluation, gate, registry.
 
-Every finished step leaves its model in ``out/steps/NN_kind.keras`` with a key
-(a hash of its input model, its own options, the training settings and the
-seed); running the recipe again reuses each step whose key still matches, so a
-change to step 3 re-runs steps 3 and after only.
+Every finished step leaves its model in ``out/steps/NN_kind.keras`` and then a
+record ``NN_kind.json`` holding its key (a hash of its input model, its own
+options, the training settings and the seed) and the model file's sha256;
+running the recipe again reuses each step whose record matches both, so a
+change to step 3 re-runs steps 3 and after only. Every file is written whole
+or not at all (`kmot._files`), the record last: a run killed at any point
+leaves steps that are either complete or re-run on the next start.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +132,49 @@ def _load(path):
     return load_model(path)
 
 
+def _reusable(path: Path, record: Path, key: str) -> Any | None:
+    """The model a previous run saved for this step, or None to run the step again.
+
+    None when the record or the model is missing, unreadable, or from another
+    key or file (a run killed between saving the model and writing its record).
+    """
+    from kmot._files import sha256_file
+
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if (not isinstance(saved, dict) or saved.get("key") != key
+                or saved.get("sha256") != sha256_file(path)):
+            return None
+        return _load(path)
+    except Exception:  # noqa: BLE001 - whatever a damaged file raises, re-running fixes it
+        return None
+
+
+def _save_step(model: Any, path: Path, record: Path, key: str, step: Any) -> None:
+    from kmot._files import atomic_path, sha256_file, write_atomic
+
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    write_atomic(record, json.dumps({"key": key, "sha256": sha256_file(path),
+                                     "step": step.model_dump()}, indent=2))
+
+
+# The temporary names kmot._files writes through: ".<name>.<16 hex>.part[.keras]".
+_PARTIAL = re.compile(r"\..+\.[0-9a-f]{16}\.part(\.keras)?")
+
+
+def _remove_partial(out: Path) -> None:
+    """Removes the temporary files a killed run left in its output folders."""
+    for folder in (out, out / "steps", out / "report"):
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if _PARTIAL.fullmatch(entry.name) and entry.is_file():
+                entry.unlink(missing_ok=True)
+
+
 def optimize(
     model: Any,
     recipe: Any,
@@ -171,6 +218,7 @@ def optimize(
     x_val, y_val = _xy(val_data, "validation data")
     out = Path(out_dir)
     (out / "steps").mkdir(parents=True, exist_ok=True)
+    _remove_partial(out)  # one run per output folder: a leftover is from a killed one
     training = recipe.training.model_dump_json() + f"seed={recipe.seed}"
     key = _model_key(baseline)
     current, records = baseline, []
@@ -183,16 +231,16 @@ def optimize(
             path = out / "steps" / f"{i:02d}_{step.kind}.keras"
             record = out / "steps" / f"{i:02d}_{step.kind}.json"
             epochs = step.epochs or recipe.training.epochs
-            if path.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
-                current = load_model(path)
+            reused = _reusable(path, record, key)
+            if reused is not None:
+                current = reused
                 bar.advance(task, epochs)
                 records.append({"step": step.kind, "path": str(path), "reused": True})
                 continue
             bar.update(task, description=f"{recipe.name}: {step.kind} ({i + 1}/{len(recipe.steps)})")
             keras.utils.set_random_seed(recipe.seed + i)
             current = _run_step(step, current, baseline, recipe, x, y, lambda: bar.advance(task))
-            current.save(path)
-            record.write_text(json.dumps({"key": key, "step": step.model_dump()}, indent=2))
+            _save_step(current, path, record, key, step)
             records.append({"step": step.kind, "path": str(path), "reused": False})
 
     export = recipe.export.quantize

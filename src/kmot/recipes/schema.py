@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kmot.errors import KmotError
 
@@ -90,6 +90,14 @@ class Register(_Strict):
     name: str = Field(min_length=1)
     promote: bool = False
 
+    @field_validator("name")
+    @classmethod
+    def _registry_name(cls, name: str) -> str:
+        """Checked here, not at push time: a run must not fine-tune, then fail on it."""
+        from kmot.registry.validate import check_name
+
+        return check_name(name)
+
 
 class Recipe(_Strict):
     name: str = Field(min_length=1)
@@ -102,6 +110,16 @@ class Recipe(_Strict):
     registry: Register | None = Field(None, alias="register")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("gate")
+    @classmethod
+    def _budgets(cls, gate: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Parsed by the gate's own parser before any step runs (see `load_budgets`)."""
+        if gate:  # an empty gate is no gate (see `optimize`)
+            from kmot.evaluate.budgets import load_budgets
+
+            load_budgets(gate)
+        return gate
 
     @model_validator(mode="before")
     @classmethod
@@ -147,10 +165,14 @@ def load_recipe(recipe: str | os.PathLike | dict[str, Any]) -> Recipe:
             raise RecipeError(f"No such recipe file. Expected a YAML file. Received: {path}")
         import yaml
 
+        from kmot import _yaml
+
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise RecipeError(f"Recipe {path.name} is not valid YAML. Received: {err}") from err
+            data = _yaml.load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise RecipeError(
+                f"Recipe {path.name} is not valid YAML (UTF-8 text, each key once per "
+                f"mapping). Received: {err}") from None
     else:
         data = recipe
     if not isinstance(data, dict):
