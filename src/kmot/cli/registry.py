@@ -1,8 +1,9 @@
-"""`kmot registry` commands: push, list, show, promote, rollback, history, pull."""
+"""`kmot registry` commands: push, list, show, promote, rollback, history, pull, gc, verify."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,8 @@ from kmot.cli._common import _fail, app, console
 from kmot.errors import KmotError
 
 registry_app = typer.Typer(
-    help="Model registry: versioned, checksummed artifacts; promote, rollback, pull.",
+    help="Model registry: versioned, checksummed artifacts; promote, rollback, pull, gc, "
+         "verify.",
     no_args_is_help=True,
 )
 RegistryRoot = Annotated[
@@ -206,6 +208,99 @@ def registry_pull(
     except KmotError as err:
         _fail(err)
     console.print(f"wrote {path} (sha256 verified)", soft_wrap=True)
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_duration(text: str) -> float:
+    """Seconds from ``3600``, ``90s``, ``30m`` or ``1h``."""
+    from kmot.errors import RegistryError
+
+    match = _DURATION.fullmatch(text.lower())
+    if match is None:
+        raise RegistryError(
+            f"Expected --grace as a duration: seconds (3600 or 90s), minutes (30m) or hours "
+            f"(1h), >= 0. Received: --grace {text!r}")
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
+@registry_app.command(name="gc")
+def registry_gc(
+    grace: Annotated[str, typer.Option(
+        help="keep files written more recently than this (3600, 90s, 30m, 1h): a push may "
+             "still need them")] = "1h",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
+    as_json: AsJson = False,
+    root: RegistryRoot = None,
+) -> None:
+    """Remove stored files no version refers to, and partial files of killed writes.
+
+    Safe while others push: files younger than --grace are kept.
+    """
+    try:
+        result = _open_registry(root).gc(grace=_parse_duration(grace), dry_run=dry_run)
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for digest in result.removed_objects:
+        console.print(f"{verb} object {digest}", soft_wrap=True)
+    for partial in result.removed_partials:
+        console.print(f"{verb} partial file {partial}", soft_wrap=True)
+    console.print(
+        f"{verb} {_count(len(result.removed_objects), 'unreferenced object')} and "
+        f"{_count(len(result.removed_partials), 'partial file')} "
+        f"({result.freed_bytes:,} bytes); kept "
+        f"{_count(result.referenced_objects, 'referenced object')} and "
+        f"{_count(result.kept_recent, 'file')} younger than {_duration(result.grace_s)}",
+        soft_wrap=True)
+
+
+@registry_app.command(name="verify")
+def registry_verify(
+    as_json: AsJson = False,
+    root: RegistryRoot = None,
+) -> None:
+    """Check every stored object against its sha256; exit 1 if any is missing or corrupted."""
+    try:
+        result = _open_registry(root).verify()
+    except KmotError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for p in result.problems:
+            found = "" if p.found_sha256 is None else \
+                f": found sha256 {p.found_sha256} ({p.found_bytes:,} bytes)"
+            console.print(f"{p.problem.upper()} {', '.join(p.versions)}: expected sha256 "
+                          f"{p.sha256} ({p.size_bytes:,} bytes) at {p.path}{found}",
+                          soft_wrap=True)
+        read = (f"{_count(result.checked_versions, 'version')}, "
+                f"{result.checked_bytes:,} bytes read")
+        if result.ok:
+            console.print(f"verified {_count(result.checked_objects, 'object')} ({read}): "
+                          f"every sha256 matches", soft_wrap=True)
+        else:
+            console.print(f"{len(result.problems)} of {_count(result.checked_objects, 'object')}"
+                          f" failed verification ({read}). Restore each from a trusted copy: "
+                          f"pushing the file again rewrites its object", soft_wrap=True)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 app.add_typer(registry_app, name="registry")

@@ -11,9 +11,21 @@ Example:
     >>> registry.promote("digits", v.version)               # doctest: +SKIP
     >>> registry.rollback("digits")                         # doctest: +SKIP
     >>> registry.pull("digits", dest="deploy/model.tflite")  # doctest: +SKIP
+    >>> registry.verify().ok                                # doctest: +SKIP
+    True
+    >>> registry.gc().removed_objects                       # doctest: +SKIP
+    ()
 """
 
-from kmot.registry.records import ModelVersion, Promotion, RegisteredModel
+from kmot.registry.records import (
+    GcResult,
+    ModelVersion,
+    Promotion,
+    RegisteredModel,
+    VerifyProblem,
+    VerifyResult,
+)
 from kmot.registry.store import Registry, default_root
 
-__all__ = ["ModelVersion", "Promotion", "RegisteredModel", "Registry", "default_root"]
+__all__ = ["GcResult", "ModelVersion", "Promotion", "RegisteredModel", "Registry",
+           "VerifyProblem", "VerifyResult", "default_root"]

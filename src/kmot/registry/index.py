@@ -5,22 +5,31 @@ the write lock up front (``BEGIN IMMEDIATE``), so reading the next version numbe
 and inserting it cannot interleave with another process; readers in WAL mode see
 a consistent snapshot and never block writers. A busy writer is waited for (up to
 `BUSY_TIMEOUT_S`), not failed.
+
+Reading creates and changes nothing. When the index or its folder is not writable
+(a registry shared read-only, or owned by another user), it is opened read-only;
+SQLite then cannot create the ``-shm`` file a WAL index is read through, so if no
+writer has the index open (no ``-wal`` file beside it) it is read as immutable.
+Only a write creates the file, its tables, or switches it to WAL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from kmot.errors import RegistryError
 from kmot.registry.records import ModelVersion
+from kmot.registry.validate import check_stored_version
 
 __all__ = ["BUSY_TIMEOUT_S", "SCHEMA_VERSION", "connect", "latest_version", "production_version",
-           "production_versions", "to_model_version", "version_row"]
+           "production_versions", "read_only_error", "to_model_version", "version_row",
+           "writable"]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
@@ -60,9 +69,22 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def writable(path: Path) -> bool:
+    """Whether this process may change the index at ``path`` (the file and its folder)."""
+    folder = path.parent
+    return os.access(folder, os.W_OK | os.X_OK) and (not path.exists()
+                                                     or os.access(path, os.W_OK))
+
+
+def _open(path: Path, *, write: bool) -> sqlite3.Connection:
+    target: str | Path = path
+    if not write and not writable(path):
+        wal = path.with_name(path.name + "-wal")
+        mode = "ro" if wal.exists() else "ro&immutable=1"
+        target = f"file:{quote(str(path.absolute()))}?mode={mode}"
     # isolation_level=None: no implicit transactions; each operation says BEGIN itself.
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                           uri=not isinstance(target, Path))
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
@@ -105,12 +127,17 @@ def connect(path: Path, *, write: bool) -> Iterator[sqlite3.Connection | None]:
         RegistryError: the index was written by a newer kmot, is not a SQLite file, or
             stayed locked by another process for longer than `BUSY_TIMEOUT_S`.
     """
-    if not write and not path.is_file():
+    if not write and not path.exists():
         yield None
         return
+    if path.exists() and not path.is_file():
+        raise RegistryError(
+            f"Cannot use the registry index. Expected index.sqlite to be the SQLite file kmot "
+            f"writes; the folder was changed outside kmot. Restore it from a backup or point "
+            f"`root=` / --root at another registry folder. Received: {path} is not a file")
     conn = None
     try:
-        conn = _open(path)
+        conn = _open(path, write=write)
         if write:
             _set_wal(conn)
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -123,7 +150,7 @@ def connect(path: Path, *, write: bool) -> Iterator[sqlite3.Connection | None]:
     except sqlite3.Error as err:
         if conn is not None:
             conn.close()
-        raise _unusable(path, err) from None
+        raise _unusable(path, err, write=write) from None
     except BaseException:
         if conn is not None:
             conn.close()
@@ -139,12 +166,27 @@ def connect(path: Path, *, write: bool) -> Iterator[sqlite3.Connection | None]:
     try:
         conn.execute("COMMIT")
     except sqlite3.Error as err:
-        raise _unusable(path, err) from None
+        raise _unusable(path, err, write=write) from None
     finally:
         conn.close()
 
 
-def _unusable(path: Path, err: sqlite3.Error) -> RegistryError:
+def read_only_error(root: Path, err: object) -> RegistryError:
+    """The error of a write to a registry this process may not change."""
+    return RegistryError(
+        f"Cannot write to the registry at {root}. Expected a registry folder this user can "
+        f"write to: push, promote, rollback and gc change it, while list, show, history, "
+        f"pull and verify only read it. Check the folder's owner and permissions, or pass "
+        f"another `root=` / --root. Received: {err}")
+
+
+def _unusable(path: Path, err: sqlite3.Error, *, write: bool) -> RegistryError:
+    if write and ("readonly" in str(err) or not writable(path)):
+        return read_only_error(path.parent, f"{path} ({err})")
+    if path.is_file() and not os.access(path, os.R_OK):
+        return RegistryError(
+            f"Cannot read the registry index. Expected a file this user can read; check its "
+            f"owner and permissions. Received: {path} ({err})")
     if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
         return RegistryError(
             f"The registry index stayed locked by another process for more than "
@@ -217,10 +259,10 @@ def production_versions(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def to_model_version(row: sqlite3.Row, *, production: int | None) -> ModelVersion:
-    """A `ModelVersion` from a ``versions`` row; ``production`` is the name's production version."""
-    return ModelVersion(
-        name=row["name"], version=row["version"], sha256=row["sha256"],
-        size_bytes=row["size_bytes"], created_at=row["created_at"], source=row["source"],
-        report=None if row["report"] is None else json.loads(row["report"]),
-        metrics=json.loads(row["metrics"]), metadata=json.loads(row["metadata"]),
-        tags=tuple(json.loads(row["tags"])), production=row["version"] == production)
+    """A `ModelVersion` from a ``versions`` row; ``production`` is the name's production version.
+
+    Raises:
+        RegistryError: the row holds a value kmot never writes (the index was edited).
+    """
+    fields = check_stored_version(row)
+    return ModelVersion(**fields, production=fields["version"] == production)

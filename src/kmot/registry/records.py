@@ -1,11 +1,12 @@
-"""What the registry returns: a model version, a registered model, a production change."""
+"""What the registry returns: versions, models, production changes, gc and verify results."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ModelVersion", "Promotion", "RegisteredModel"]
+__all__ = ["GcResult", "ModelVersion", "Promotion", "RegisteredModel", "VerifyProblem",
+           "VerifyResult"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,75 @@ class Promotion:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What `Registry.gc` removed (or, with ``dry_run``, would remove).
+
+    ``removed_objects`` are the sha256 digests of stored files no version refers to;
+    ``removed_partials`` the paths, relative to the registry root, of temporary files
+    left by interrupted writes. ``kept_recent`` counts the files of either kind that
+    were younger than the grace period and so were kept (a push may still need them).
+    """
+
+    removed_objects: tuple[str, ...]
+    removed_partials: tuple[str, ...]
+    freed_bytes: int
+    kept_recent: int
+    referenced_objects: int
+    grace_s: float
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (tuples as lists)."""
+        data = asdict(self)
+        data["removed_objects"] = list(self.removed_objects)
+        data["removed_partials"] = list(self.removed_partials)
+        return data
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """A stored object that does not hold what the index says it holds.
+
+    ``problem`` is ``"missing"`` (no file), ``"unreadable"`` (no permission to read it)
+    or ``"mismatch"`` (its sha256 or size differs from the one recorded at push);
+    ``versions`` lists every version stored in it
+    (``name vN``), and ``found_sha256`` / ``found_bytes`` describe the file found.
+    """
+
+    sha256: str
+    size_bytes: int
+    problem: str
+    versions: tuple[str, ...]
+    path: str
+    found_sha256: str | None = None
+    found_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (``versions`` as a list)."""
+        data = asdict(self)
+        data["versions"] = list(self.versions)
+        return data
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What `Registry.verify` found: how much it checked, and every object that failed."""
+
+    checked_objects: int
+    checked_versions: int
+    checked_bytes: int
+    problems: tuple[VerifyProblem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every version's object is present and matches its sha256."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field, plus ``ok``."""
+        return {"ok": self.ok, "checked_objects": self.checked_objects,
+                "checked_versions": self.checked_versions, "checked_bytes": self.checked_bytes,
+                "problems": [p.to_dict() for p in self.problems]}

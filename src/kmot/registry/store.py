@@ -8,6 +8,12 @@ On disk, a registry is a folder::
 Versions of a name are numbered 1, 2, 3, ... in push order. The production version
 of a name is the top of a stack: `promote` pushes onto it, `rollback` pops it, so
 the previous production version is current again.
+
+A push stores the object first, then commits the version row that refers to it, so
+a committed version always has its file; `gc` relies on that order (see
+`kmot.registry.maintenance`). Every value read back from the index is checked as
+it was on write (`kmot.registry.validate`): the index is a file, and a value kmot
+never writes is refused before it reaches a path.
 """
 
 from __future__ import annotations
@@ -21,11 +27,19 @@ from typing import Any
 
 from kmot.errors import RegistryError
 from kmot.registry import index
-from kmot.registry.objects import ObjectStore, copy_atomically
-from kmot.registry.records import ModelVersion, Promotion, RegisteredModel
+from kmot.registry.maintenance import DEFAULT_GRACE_S, collect_garbage, verify_objects
+from kmot.registry.objects import ObjectStore
+from kmot.registry.records import (
+    GcResult,
+    ModelVersion,
+    Promotion,
+    RegisteredModel,
+    VerifyResult,
+)
 from kmot.registry.reports import load_report, summarize
 from kmot.registry.validate import (
     check_artifact,
+    check_file_name,
     check_metadata,
     check_name,
     check_tags,
@@ -35,6 +49,9 @@ from kmot.registry.validate import (
 __all__ = ["ENV_VAR", "Registry", "default_root"]
 
 ENV_VAR = "KMOT_REGISTRY"
+# A push whose object gc removes before its row is committed stores it again; only
+# a gc with grace=0 running in a loop could make it do so more than once.
+_PUT_ATTEMPTS = 3
 
 
 def default_root() -> Path:
@@ -90,8 +107,21 @@ class Registry:
         return index.connect(self.index_path, write=False)
 
     def _write(self):
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise index.read_only_error(self.root, err) from None
         return index.connect(self.index_path, write=True)
+
+    def _put(self, artifact: Path) -> tuple[str, int]:
+        try:
+            return self.objects.put(artifact)
+        except OSError as err:
+            if err.filename is not None and os.fspath(err.filename) == os.fspath(artifact):
+                raise RegistryError(
+                    f"Cannot read the artifact. Expected a file this user can read; check "
+                    f"its permissions. Received: {err}") from None
+            raise index.read_only_error(self.root, err) from None
 
     # -- writing ------------------------------------------------------------------
 
@@ -108,7 +138,9 @@ class Registry:
 
         The file is copied into the content-addressed object folder (identical
         content is stored once) and hashed as it is copied; the version row is then
-        added in one transaction, so concurrent pushes get distinct versions.
+        added in one transaction, so concurrent pushes get distinct versions. The
+        row is committed only once its object is in place (a concurrent `gc` never
+        leaves a version without its file).
 
         Args:
             artifact_path: the file to store (e.g. a ``.tflite``).
@@ -122,8 +154,9 @@ class Registry:
             The new `ModelVersion`.
 
         Raises:
-            RegistryError: bad name, missing or empty artifact, unreadable report, or
-                metadata that is not JSON.
+            RegistryError: bad name, missing, empty or unreadable artifact, a file name
+                `pull` could not write, unreadable report, metadata that is not JSON,
+                or a registry folder this user cannot write to.
 
         Example:
             >>> Registry("registry").push("model.tflite", name="digits",
@@ -131,24 +164,35 @@ class Registry:
         """
         name = check_name(name)
         artifact = check_artifact(artifact_path)
+        source = check_file_name(artifact.name)
         report_data = load_report(report)
         meta = check_metadata(metadata)
         tag_list = check_tags(tags)
-        sha256, size = self.objects.put(artifact)
-        metrics = summarize(report_data, source=artifact.name, size_bytes=size)
-        created = _now()
-        with self._write() as conn:
-            version = conn.execute(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?", (name,)
-            ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, version, sha256, size, created, artifact.name,
-                 None if report_data is None else json.dumps(report_data),
-                 json.dumps(metrics), json.dumps(meta), json.dumps(list(tag_list))))
-            production = index.production_version(conn, name)
-        return ModelVersion(name, version, sha256, size, created, artifact.name, report_data,
-                            metrics, meta, tag_list, production == version)
+        for _ in range(_PUT_ATTEMPTS):
+            sha256, size = self._put(artifact)
+            metrics = summarize(report_data, source=source, size_bytes=size)
+            created = _now()
+            with self._write() as conn:
+                # gc deletes only while holding this lock: if it took our object after
+                # the copy, store it again instead of recording a version without it.
+                if not self.objects.path(sha256).is_file():
+                    continue
+                version = conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?",
+                    (name,)).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, version, sha256, size, created, source,
+                     None if report_data is None else json.dumps(report_data),
+                     json.dumps(metrics), json.dumps(meta), json.dumps(list(tag_list))))
+                production = index.production_version(conn, name)
+            return ModelVersion(name, version, sha256, size, created, source, report_data,
+                                metrics, meta, tag_list, production == version)
+        raise RegistryError(
+            f"The stored copy of the artifact was removed {_PUT_ATTEMPTS} times before its "
+            f"version could be recorded. Expected `gc` to keep recent objects: run it with "
+            f"the default grace period, not grace=0, while others push. Received: "
+            f"{artifact} (sha256 {sha256})")
 
     def promote(self, name: str, version: int) -> ModelVersion:
         """Makes ``version`` the production version of ``name``.
@@ -311,6 +355,51 @@ class Registry:
         return [Promotion(r["name"], r["action"], r["version"], r["previous"], r["at"])
                 for r in rows]
 
+    def gc(self, *, grace: float = DEFAULT_GRACE_S, dry_run: bool = False) -> GcResult:
+        """Removes stored objects no version refers to, and files left by killed writes.
+
+        Objects become unreferenced only when a push dies between storing its file
+        and recording its version (or when the index is edited). Files younger than
+        ``grace`` seconds are kept, since a push may still be writing or recording
+        them, so gc is safe to run while others push.
+
+        Args:
+            grace: seconds; files last written more recently are kept (default 1 hour).
+            dry_run: only report what would be removed (works on a read-only registry).
+
+        Returns:
+            A `GcResult`: the digests and partial files removed, and the bytes freed.
+
+        Raises:
+            RegistryError: a bad ``grace``, a registry this user cannot write to (unless
+                ``dry_run``), or an index holding a row kmot never writes.
+
+        Example:
+            >>> Registry("registry").gc(grace=0, dry_run=True).removed_objects  # doctest: +SKIP
+            ()
+        """
+        return collect_garbage(self.root, self.objects, grace=grace, dry_run=dry_run)
+
+    def verify(self) -> VerifyResult:
+        """Checks that every version's stored object is present and matches its sha256.
+
+        Reads every referenced object once; only reads, so it works on a read-only
+        registry and while others push.
+
+        Returns:
+            A `VerifyResult`; ``result.ok`` is False when any object is missing,
+            unreadable or corrupted, and ``result.problems`` names each one and the
+            versions stored in it.
+
+        Raises:
+            RegistryError: the index cannot be read, or holds a row kmot never writes.
+
+        Example:
+            >>> Registry("registry").verify().ok   # doctest: +SKIP
+            True
+        """
+        return verify_objects(self.root, self.objects)
+
     def pull(self, name: str, version: int | None = None, *,
              dest: str | os.PathLike) -> Path:
         """Copies a version's artifact to ``dest`` after checking its sha256.
@@ -323,20 +412,22 @@ class Registry:
             name: the model name.
             version: which version; default the production version, else the latest.
             dest: the file to write, or an existing folder (the file is then named as
-                the pushed file was). Missing parent folders are created.
+                the pushed file was). Missing parent folders are created, and removed
+                again if the pull fails.
 
         Returns:
             The path written.
 
         Raises:
-            RegistryError: unknown name or version, or the stored object is missing or
-                does not match its checksum.
+            RegistryError: unknown name or version, the stored object is missing or
+                does not match its checksum, ``dest`` cannot be written (e.g. it lies
+                under a regular file), or the index row was edited outside kmot.
 
         Example:
             >>> Registry("registry").pull("digits", dest="deploy/")   # doctest: +SKIP
             PosixPath('deploy/model.tflite')
         """
-        chosen = self.show(name, version)
+        chosen = self.show(name, version)           # its source is a checked file name
         target = Path(dest)
         if target.is_dir() or str(dest).endswith(("/", os.sep)):
             target = target / chosen.source
@@ -347,11 +438,17 @@ class Registry:
             raise RegistryError(
                 f"The stored object of {chosen.label} is missing. Expected {obj} "
                 f"(sha256 {chosen.sha256}). {fix}. Nothing was written. Received: missing file")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        found, size = copy_atomically(obj, target, expected_sha256=chosen.sha256)
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise RegistryError(
+                f"Cannot pull to {dest}: {blocker} is a file, not a folder. Expected `dest` "
+                f"(-o) to be a file path in a folder, or a folder; pick another path. Nothing "
+                f"was written. Received: dest={str(dest)!r}")
+        found, size = self.objects.copy_out(chosen.sha256, target, dest=dest)
         if found != chosen.sha256:
             raise RegistryError(
                 f"Checksum mismatch: the stored object of {chosen.label} is corrupted. "
-                f"Expected sha256 {chosen.sha256} ({chosen.size_bytes} bytes). Received: sha256 "
-                f"{found} ({size} bytes) in {obj}. {fix}. Nothing was written to {target}.")
+                f"Expected sha256 {chosen.sha256} ({chosen.size_bytes} bytes). Received: "
+                f"sha256 {found} ({size} bytes) in {obj}. {fix}. Nothing was written to "
+                f"{target}.")
         return target
