@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DuplicateKeyError", "load"]
+__all__ = ["DuplicateKeyError", "describe", "load"]
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -49,3 +49,10 @@ def load(text: str) -> Any:
             repeated key, whose ``problem_mark`` points at the repeat.
     """
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def describe(err: Exception) -> str:
+    """A one-line account of a YAML (or decoding) error: where, then what."""
+    where = getattr(err, "problem_mark", None)
+    line = f"at line {where.line + 1}, column {where.column + 1}: " if where else ""
+    return f"a parse error {line}{getattr(err, 'problem', None) or err}"

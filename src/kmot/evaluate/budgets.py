@@ -141,9 +141,7 @@ def _read_yaml(path: Path) -> Any:
     try:
         return _yaml.load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise BudgetError(
-            f"Expected {path} to be valid YAML. Received: a parse error{line}: "
-            f"{getattr(err, 'problem', None) or err}. Write one 'name: number' per line."
+            f"Expected {path} to be valid YAML. Received: {_yaml.describe(err)}. Write one "
+            "'name: number' per line."
         ) from None

@@ -171,8 +171,8 @@ def load_recipe(recipe: str | os.PathLike | dict[str, Any]) -> Recipe:
             data = _yaml.load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise RecipeError(
-                f"Recipe {path.name} is not valid YAML (UTF-8 text, each key once per "
-                f"mapping). Received: {err}") from None
+                f"Recipe {path.name} is not valid YAML. Expected UTF-8 text with each key "
+                f"once per mapping. Received: {_yaml.describe(err)}") from None
     else:
         data = recipe
     if not isinstance(data, dict):
