@@ -6,9 +6,9 @@ import sys
 import kmot
 
 PUBLIC = {
-    "core": ["AddWeight", "Carried", "KeepZerosTransform", "Kernel", "KernelLayout", "LayerSelector",
+    "core": ["AddWeight", "Carried", "ChannelGraph", "ChannelGroup", "ChannelUse", "KeepZerosTransform", "Kernel", "KernelLayout", "LayerSelector",
              "OptimizedLayer", "Reparameterized", "SharedValuesTransform", "WeightTransform",
-             "WeightView", "as_functional", "clone_layer", "clone_model", "copy_transform",
+             "WeightView", "as_functional", "channel_graph", "clone_layer", "clone_model", "copy_transform",
              "effective_weights", "find_wrappers", "flatten_chain", "input_shapes", "is_graph_model",
              "kernel_layouts", "kernels", "make_predicate", "register_kernel_layout", "rewrap",
              "simulations", "strip", "unknown_weights", "walk_layers", "walk_operations",
@@ -33,7 +33,7 @@ PUBLIC = {
                  "compare", "gate", "load_budgets", "measure_peak_memory", "report_schema"],
     "sparsity": ["ConstantSparsity", "PolynomialDecay", "PruneTransform", "PruningSchedule",
                  "ScaledSparsity", "ScheduleError", "SparsitySummary", "UpdatePruningStep",
-                 "WeightSparsity", "prunable_weights", "prune_low_magnitude", "strip_pruning",
+                 "WeightSparsity", "channel_groups", "prunable_weights", "prune_channels", "prune_low_magnitude", "strip_pruning",
                  "summary"],
 }
 

@@ -1,5 +1,6 @@
 """Model surgery, kernels and the one wrapper; knows nothing of any technique."""
 
+from kmot.core.channels import ChannelGraph, ChannelGroup, ChannelUse, channel_graph
 from kmot.core.chains import Carried, Reparameterized, copy_transform, rewrap
 from kmot.core.constraints import KeepZerosTransform, SharedValuesTransform
 from kmot.core.graph import as_functional, clone_layer, clone_model, input_shapes, is_graph_model
@@ -19,6 +20,9 @@ from kmot.core.wrapper import OptimizedLayer, weight_key, weight_keys
 __all__ = [
     "AddWeight",
     "Carried",
+    "ChannelGraph",
+    "ChannelGroup",
+    "ChannelUse",
     "KeepZerosTransform",
     "Kernel",
     "KernelLayout",
@@ -29,6 +33,7 @@ __all__ = [
     "WeightTransform",
     "WeightView",
     "as_functional",
+    "channel_graph",
     "clone_layer",
     "clone_model",
     "copy_transform",

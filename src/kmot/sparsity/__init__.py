@@ -1,4 +1,7 @@
-"""Magnitude pruning for Keras 3: schedules, block and N:M patterns, strip, summaries."""
+"""Pruning for Keras 3: magnitude (schedules, block and N:M patterns, strip, summaries)
+and structured: whole channels removed (`prune_channels`)."""
+
+from kmot.sparsity.channels import channel_groups, prune_channels
 
 from kmot.sparsity.callbacks import UpdatePruningStep
 from kmot.sparsity.prune import prunable_weights, prune_low_magnitude, strip_pruning
@@ -22,7 +25,9 @@ __all__ = [
     "SparsitySummary",
     "UpdatePruningStep",
     "WeightSparsity",
+    "channel_groups",
     "prunable_weights",
+    "prune_channels",
     "prune_low_magnitude",
     "strip_pruning",
     "summary",
