@@ -21,8 +21,12 @@ whose mtime is older than the grace period (checked again under the lock). So:
   ``grace=0``), step 2 runs after gc released the lock, notices, and stores the
   object again before recording the version;
 - a ``.part`` file is removed only when its mtime is older than the grace period,
-  which a live write keeps fresh; a writer stalled for longer than the grace loses
-  its temporary file and fails cleanly (no version is recorded).
+  which a live write keeps fresh; were a live one removed anyway, its rename in
+  step 1 fails and push copies the artifact again.
+
+``grace=0`` is for a registry nobody is pushing to: each removal it makes during a
+push costs that push another copy (after three, the push gives up, recording
+nothing).
 
 Versions are never deleted, so what `verify_objects` reads from one snapshot of
 the index stays referenced while it hashes the files; a push that stores content

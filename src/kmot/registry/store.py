@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kmot._files import PART_SUFFIX
 from kmot.errors import RegistryError
 from kmot.registry import index
 from kmot.registry.maintenance import DEFAULT_GRACE_S, collect_garbage, verify_objects
@@ -49,7 +50,7 @@ from kmot.registry.validate import (
 __all__ = ["ENV_VAR", "Registry", "default_root"]
 
 ENV_VAR = "KMOT_REGISTRY"
-# A push whose object gc removes before its row is committed stores it again; only
+# A push whose files gc removes before its row is committed stores them again; only
 # a gc with grace=0 running in a loop could make it do so more than once.
 _PUT_ATTEMPTS = 3
 
@@ -113,11 +114,17 @@ class Registry:
             raise index.read_only_error(self.root, err) from None
         return index.connect(self.index_path, write=True)
 
-    def _put(self, artifact: Path) -> tuple[str, int]:
+    def _put(self, artifact: Path) -> tuple[str, int] | None:
+        """Stores the artifact; None if gc removed the temporary copy before its rename."""
         try:
             return self.objects.put(artifact)
         except OSError as err:
-            if err.filename is not None and os.fspath(err.filename) == os.fspath(artifact):
+            written = None if err.filename is None else Path(os.fspath(err.filename))
+            if (isinstance(err, FileNotFoundError) and written is not None
+                    and written.parent == self.objects.folder
+                    and written.name.endswith(PART_SUFFIX)):
+                return None
+            if written is not None and os.fspath(written) == os.fspath(artifact):
                 raise RegistryError(
                     f"Cannot read the artifact. Expected a file this user can read; check "
                     f"its permissions. Received: {err}") from None
@@ -169,7 +176,10 @@ class Registry:
         meta = check_metadata(metadata)
         tag_list = check_tags(tags)
         for _ in range(_PUT_ATTEMPTS):
-            sha256, size = self._put(artifact)
+            stored = self._put(artifact)
+            if stored is None:
+                continue
+            sha256, size = stored
             metrics = summarize(report_data, source=source, size_bytes=size)
             created = _now()
             with self._write() as conn:
@@ -190,9 +200,9 @@ class Registry:
                                 metrics, meta, tag_list, production == version)
         raise RegistryError(
             f"The stored copy of the artifact was removed {_PUT_ATTEMPTS} times before its "
-            f"version could be recorded. Expected `gc` to keep recent objects: run it with "
-            f"the default grace period, not grace=0, while others push. Received: "
-            f"{artifact} (sha256 {sha256})")
+            f"version could be recorded. Expected `gc` to keep recent files: while others "
+            f"push, run it with the default grace period, not grace=0. Nothing was recorded. "
+            f"Received: {artifact}")
 
     def promote(self, name: str, version: int) -> ModelVersion:
         """Makes ``version`` the production version of ``name``.
