@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "KmotError",
     "UnsupportedModelError",
+    "ModelFileError",
     "LayerSelectionError",
     "TransformError",
     "CalibrationDataError",
@@ -28,6 +29,10 @@ class KmotError(Exception):
 
 class UnsupportedModelError(KmotError, TypeError):
     """The model's kind (e.g. a subclassed model) cannot be rewritten."""
+
+
+class ModelFileError(KmotError, ValueError):
+    """A model file is missing, not a ``.keras`` archive, damaged, or unsafe to load."""
 
 
 class LayerSelectionError(KmotError, ValueError):

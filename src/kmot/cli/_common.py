@@ -1,25 +1,184 @@
-"""What every `kmot` command shares: the app, the console, errors, the runtime import."""
+"""What every `kmot` command shares: the app and its error boundary, the consoles,
+checks on the paths a command will write, and the runtime import.
+
+Errors are handled in one place, `_Boundary.invoke`, around every command: a
+`KmotError` or an expected OS or file error prints ``error: ...`` and exits 2; any
+other exception prints one line and exits 1 (the traceback with ``kmot --debug``);
+Ctrl-C prints ``interrupted`` and exits 130. Commands raise, they never print errors.
+
+User text (file names, model names, tags, messages) is printed as plain text:
+the consoles parse no markup, so ``[/]`` or ``[red]`` in a name prints as typed.
+Style is given with `rich.text.Text` and ``style=`` arguments only.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import secrets
+import signal
+import sys
+import threading
+import traceback
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer import _click
+from typer.core import TyperGroup
+
+from kmot.errors import KmotError
+
+#: Errors that are the user's input or environment, not a bug: ``error:``, exit 2.
+EXPECTED_ERRORS = (KmotError, OSError, zipfile.BadZipFile)
+
+
+def _plain_console(*, stderr: bool = False) -> Console:
+    return Console(stderr=stderr, markup=False, highlight=False, emoji=False)
+
+
+console = _plain_console()
+err_console = _plain_console(stderr=True)
+
+
+class _Interrupts:
+    """Remembers a Ctrl-C even where a library swallows its KeyboardInterrupt.
+
+    TensorFlow runs finalizers (``__del__``) during conversion; a KeyboardInterrupt
+    raised inside one is printed as "Exception ignored" and dropped, and the
+    conversion goes on to write its file. The handler below still raises, and also
+    sets a flag that `raise_if_interrupted` and the boundary check.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        self.seen = False
+        previous = signal.getsignal(signal.SIGINT)
+        # Leave an inherited SIG_IGN (nohup, background jobs) and foreign handlers alone.
+        if threading.current_thread() is not threading.main_thread() or \
+                previous is not signal.default_int_handler:
+            yield
+            return
+        signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+_interrupts = _Interrupts()
+
+
+def raise_if_interrupted() -> None:
+    """Raises KeyboardInterrupt if Ctrl-C was pressed during this command.
+
+    Called before a command writes its result, so an interrupt that a library
+    swallowed still stops the command with nothing written.
+    """
+    if _interrupts.seen:
+        raise KeyboardInterrupt
+
+
+def print_error(message: str) -> None:
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+def _describe_os_error(err: OSError) -> str:
+    where = err.filename if err.filename is not None else "-"
+    if err.filename2 is not None:
+        where = f"{where} -> {err.filename2}"
+    what = err.strerror or str(err) or type(err).__name__
+    remedy = {
+        errno.ENOENT: "Check that the path exists.",
+        errno.EACCES: "Check the permissions, or choose another path.",
+        errno.EPERM: "Check the permissions, or choose another path.",
+        errno.EROFS: "Choose a path on a writable file system.",
+        errno.EISDIR: "Give a file path, not a folder.",
+        errno.ENOTDIR: "A part of the path is a file, not a folder: fix the path.",
+        errno.EEXIST: "Remove it or choose another path.",
+        errno.ENOSPC: "Free disk space or choose another location.",
+    }.get(err.errno, "Check the path and retry.")
+    return f"{what}. Expected a path kmot can use. Received: {where}. {remedy}"
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError) and not isinstance(err, KmotError):
+        return _describe_os_error(err)
+    if isinstance(err, zipfile.BadZipFile):
+        return f"Expected a readable zip archive. Received: {err}. Check the file is complete."
+    return str(err) or type(err).__name__
+
+
+class _Boundary(TyperGroup):
+    """The app's group: runs every command inside the one error boundary."""
+
+    def invoke(self, ctx: _click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            with _interrupts.installed():
+                result = super().invoke(ctx)
+                raise_if_interrupted()
+                return result
+        except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted", soft_wrap=True)
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            raise  # typer's main handles a closed pipe (`kmot ... | head`)
+        except EXPECTED_ERRORS as err:
+            if _interrupts.seen:  # the interrupt surfaced as some library's error
+                err_console.print("interrupted", soft_wrap=True)
+                raise typer.Exit(130) from None
+            if debug:
+                traceback.print_exception(err, file=sys.stderr)
+            print_error(_message(err))
+            raise typer.Exit(2) from None
+        except Exception as err:  # noqa: BLE001 - the boundary: one line, not a traceback
+            if _interrupts.seen:
+                err_console.print("interrupted", soft_wrap=True)
+                raise typer.Exit(130) from None
+            if debug:
+                traceback.print_exception(err, file=sys.stderr)
+            first = (str(err).splitlines() or [""])[0][:300]
+            hint = "" if debug else " Rerun with `kmot --debug ...` for the traceback."
+            print_error(f"unexpected {type(err).__name__}: {first} (this is a bug in kmot or "
+                        f"a library it uses; please report it).{hint}")
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
+    cls=_Boundary,
     help="kmot: make Keras 3 models smaller and faster for LiteRT, with proof.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
-    raise typer.Exit(2)
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help="on an unexpected error, print the full traceback"),
+) -> None:
+    """kmot: make Keras 3 models smaller and faster for LiteRT, with proof."""
+
+
+def _fail(err: Exception) -> NoReturn:
+    """Hands ``err`` to the error boundary (which prints ``error: ...``, exit 2)."""
+    raise err
 
 
 def _load_runtime() -> None:
@@ -35,29 +194,97 @@ def _load_runtime() -> None:
         import keras  # noqa: F401
 
 
-def load_npz_inputs(path: Path, model) -> object:
-    """Model inputs from an ``.npz``: one array, an ``x`` array, or one per input name."""
-    import numpy as np
+def _writable_folder(folder: Path, option: str, path: Path) -> None:
+    """The nearest existing folder on ``folder``'s way up must take new files."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise KmotError(
+            f"Expected {option} to be a path under a folder. Received: {option} {path}, "
+            f"but {existing} is a file. Fix the path."
+        )
+    probe = existing / f".kmot-probe-{secrets.token_hex(6)}.part"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as err:
+        raise KmotError(
+            f"Expected {option} to be a path kmot can write. Received: {option} {path}, "
+            f"but {existing} does not take new files ({err.strerror or err}). "
+            "Choose a writable location."
+        ) from None
+    probe.unlink(missing_ok=True)
 
+
+def check_output_file(path: Path, *, option: str = "-o", inputs: tuple[Path, ...] = ()) -> None:
+    """Checks, before any work, that ``path`` can be written as a new or replaced file.
+
+    Raises:
+        KmotError: ``path`` is a folder, is one of the command's ``inputs``, lies
+            under a file, or is in a folder that does not take new files.
+    """
+    if path.is_dir():
+        raise KmotError(
+            f"Expected {option} to name a file. Received: {option} {path}, which is a "
+            f"folder. Give a file path, e.g. {option} {path / 'model.tflite'}."
+        )
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if path.exists() and source.exists() and os.path.samefile(path, source):
+                raise KmotError(
+                    f"Expected {option} to be a new file, not an input of this command. "
+                    f"Received: {option} {path}, which is the input {source}: writing it "
+                    "would destroy it. Choose another output path."
+                )
+    _writable_folder(path.parent, option, path)
+
+
+def check_output_folder(path: Path, *, option: str = "--out") -> None:
+    """Checks, before any work, that ``path`` is (or can become) a writable folder.
+
+    Raises:
+        KmotError: ``path`` is a file, lies under a file, or cannot take new files.
+    """
+    if path.exists() and not path.is_dir():
+        raise KmotError(
+            f"Expected {option} to be a folder. Received: {option} {path}, which is a "
+            "file. Choose a folder path (it is created if missing)."
+        )
+    _writable_folder(path, option, path)
+
+
+def load_npz_inputs(path: Path, model: Any) -> object:
+    """Model inputs from an ``.npz``: one array, an ``x`` array, or one per input name.
+
+    Raises:
+        CalibrationDataError: the file is not a numeric ``.npz``, its arrays do not
+            name the model's inputs, or an input holds a NaN or an infinity.
+    """
+    from kmot._npz import check_finite, read_npz
     from kmot.errors import CalibrationDataError
 
-    if not path.is_file():
-        raise CalibrationDataError(f"No such data file. Expected an .npz file. Received: {path}")
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    path = Path(path)
+    arrays = read_npz(path, error=CalibrationDataError, example="np.savez(path, x=x_train[:200])")
     names = [t.name for t in model.inputs]
+    chosen: dict[str, Any] | None = None
     if len(names) > 1 and all(n in arrays for n in names):
-        return tuple(arrays[n] for n in names)
-    if len(names) == 1:
+        chosen = {n: arrays[n] for n in names}
+    elif len(names) == 1:
         if len(arrays) == 1:
-            return next(iter(arrays.values()))
-        for key in ("x", names[0]):
-            if key in arrays:
-                return arrays[key]
-    raise CalibrationDataError(
-        f"Cannot tell which arrays of {path.name} are the model's inputs. Expected a "
-        f"single array, an array named 'x' (one-input model) or one array per input "
-        f"name {names}. Received: arrays {sorted(arrays)}"
-    )
-
-
+            chosen = dict(arrays)
+        else:
+            key = next((k for k in ("x", names[0]) if k in arrays), None)
+            chosen = None if key is None else {key: arrays[key]}
+    if chosen is None:
+        raise CalibrationDataError(
+            f"Cannot tell which arrays of {path.name} are the model's inputs. Expected a "
+            f"single array, an array named 'x' (one-input model) or one array per input "
+            f"name {names}. Received: arrays {sorted(arrays)}"
+        )
+    check_finite(chosen, error=CalibrationDataError, what="Model input data", source=path.name,
+                 why="an infinity crashes the LiteRT converter and a NaN corrupts every "
+                     "range and error measured on it")
+    values = tuple(chosen.values())
+    return values if len(names) > 1 else values[0]

@@ -8,9 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from kmot.cli._common import _fail, _load_runtime, app, console, load_npz_inputs
-from kmot.errors import KmotError
+from kmot.cli._common import (
+    _load_runtime,
+    app,
+    check_output_file,
+    check_output_folder,
+    console,
+    load_npz_inputs,
+    raise_if_interrupted,
+)
 
 
 @app.command()
@@ -23,7 +31,7 @@ def convert(
     calibration: Annotated[
         Optional[Path], typer.Option(help=".npz of representative inputs (int8, int16x8)")
     ] = None,
-    samples: Annotated[int, typer.Option(help="calibration sample budget")] = 200,
+    samples: Annotated[int, typer.Option(min=1, help="calibration sample budget")] = 200,
     io_type: Annotated[
         str, typer.Option(help="input/output dtype: float32, int8, uint8 or int16")
     ] = "float32",
@@ -34,22 +42,23 @@ def convert(
     select_tf_ops: Annotated[bool, typer.Option(help="allow TensorFlow (Flex) ops")] = False,
 ) -> None:
     """Convert a Keras model to LiteRT, optionally quantized."""
+    check_output_file(output, inputs=(model, *((calibration,) if calibration else ())))
     _load_runtime()
+    from kmot._files import write_atomic
     from kmot.export import inspect, load_model, to_litert
 
-    try:
-        keras_model = load_model(model)
-        data = load_npz_inputs(calibration, keras_model) if calibration else None
-        with console.status(f"converting {model.name} ({quantize or 'float32'})"):
-            content = to_litert(
-                keras_model, output, quantize=None if quantize in (None, "float32") else quantize,
-                representative_data=data, num_calibration_samples=samples,
-                inference_input_type=io_type, inference_output_type=io_type,
-                keep_float=keep_float or (), allow_float_fallback=allow_float_fallback,
-                allow_select_tf_ops=select_tf_ops,
-            )
-    except KmotError as err:
-        _fail(err)
+    keras_model = load_model(model)
+    data = load_npz_inputs(calibration, keras_model) if calibration else None
+    with console.status(Text(f"converting {model.name} ({quantize or 'float32'})")):
+        content = to_litert(
+            keras_model, None, quantize=None if quantize in (None, "float32") else quantize,
+            representative_data=data, num_calibration_samples=samples,
+            inference_input_type=io_type, inference_output_type=io_type,
+            keep_float=keep_float or (), allow_float_fallback=allow_float_fallback,
+            allow_select_tf_ops=select_tf_ops,
+        )
+    raise_if_interrupted()  # a Ctrl-C the converter swallowed still writes nothing
+    write_atomic(output, content)
     info = inspect(content)
     console.print(
         f"wrote {output}: {info.size_bytes:,} bytes ({info.gzip_bytes:,} gzip), "
@@ -66,14 +75,12 @@ def inspect_cmd(
     _load_runtime()
     from kmot.export import inspect
 
-    try:
-        info = inspect(model)
-    except KmotError as err:
-        _fail(err)
+    info = inspect(model)
     if as_json:
         print(json.dumps(info.to_dict(), indent=2))
         return
-    console.print(f"[bold]{model.name}[/]: {info.size_bytes:,} bytes, {info.gzip_bytes:,} gzip -9 bytes")
+    console.print(Text.assemble((model.name, "bold"),
+                                f": {info.size_bytes:,} bytes, {info.gzip_bytes:,} gzip -9 bytes"))
     ops = Table(title="ops")
     for col in ("op", "count"):
         ops.add_column(col)
@@ -101,20 +108,17 @@ def layer_error_cmd(
     model: Annotated[Path, typer.Argument(help="Keras model (.keras)")],
     calibration: Annotated[Path, typer.Option(help=".npz of representative inputs")],
     quantize: Annotated[str, typer.Option(help="int8 | int16x8 | dynamic | float16")] = "int8",
-    worst: Annotated[int, typer.Option(help="how many lossiest layers to name")] = 3,
+    worst: Annotated[int, typer.Option(min=1, help="how many lossiest layers to name")] = 3,
 ) -> None:
     """Per-layer error of post-training quantization (RMSE, SNR): what to keep in float."""
     _load_runtime()
     from kmot.export import load_model
     from kmot.export.layer_error import quantization_error
 
-    try:
-        keras_model = load_model(model)
-        data = load_npz_inputs(calibration, keras_model)
-        with console.status("measuring per-layer error"):
-            report = quantization_error(keras_model, data, quantize=quantize)
-    except KmotError as err:
-        _fail(err)
+    keras_model = load_model(model)
+    data = load_npz_inputs(calibration, keras_model)
+    with console.status(Text("measuring per-layer error")):
+        report = quantization_error(keras_model, data, quantize=quantize)
     table = Table(title=f"{quantize} vs float, {report.num_samples} samples")
     for col in ("#", "op", "layer", "rmse", "SNR dB"):
         table.add_column(col)
@@ -128,17 +132,20 @@ def layer_error_cmd(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("kmot-demo"),
-    epochs: Annotated[int, typer.Option(help="baseline (and student) training epochs")] = 15,
-    finetune_epochs: Annotated[int, typer.Option(help="fine-tuning epochs per technique")] = 5,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="baseline (and student) training epochs")] = 15,
+    finetune_epochs: Annotated[
+        int, typer.Option(min=1, help="fine-tuning epochs per technique")] = 5,
+    seed: Annotated[int, typer.Option(min=0, help="random seed")] = 0,
 ) -> None:
     """Every technique on the bundled digits data: report, gate, registry push and promote."""
+    check_output_folder(out)
     _load_runtime()
     from kmot.demo import run_demo
 
-    with console.status("starting") as status:
+    with console.status(Text("starting")) as status:
         result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, seed=seed,
-                          progress=lambda message: status.update(message))
+                          progress=lambda message: status.update(Text(message)))
     result["report"].print_table(console)
     console.print(result["gate"].table())
     if result["registered"] is not None:
@@ -159,23 +166,22 @@ def bench(
     metric: Annotated[
         Optional[list[str]], typer.Option(help="accuracy | topK | mae | rmse (repeatable)")
     ] = None,
-    runs: Annotated[int, typer.Option(help="timed runs per model")] = 100,
-    warmup: Annotated[int, typer.Option(help="untimed runs before timing")] = 10,
-    threads: Annotated[int, typer.Option(help="interpreter threads")] = 1,
-    batch_size: Annotated[int, typer.Option(help="samples per timed run")] = 1,
+    runs: Annotated[int, typer.Option(min=1, help="timed runs per model")] = 100,
+    warmup: Annotated[int, typer.Option(min=0, help="untimed runs before timing")] = 10,
+    threads: Annotated[int, typer.Option(min=1, help="interpreter threads")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="samples per timed run")] = 1,
     memory: Annotated[bool, typer.Option(help="measure peak memory in child processes")] = True,
 ) -> None:
     """Compare models on the same data: metrics, fidelity, latency, memory, size, ops."""
+    check_output_folder(out)
     _load_runtime()
     from kmot.evaluate import compare
 
-    try:
-        report = compare(list(models), data, baseline=baseline, metrics=metric or ("accuracy",),
-                         runs=runs, warmup=warmup, threads=threads, batch_size=batch_size,
-                         memory=memory)
-        paths = report.save(out)
-    except KmotError as err:
-        _fail(err)
+    report = compare(list(models), data, baseline=baseline, metrics=metric or ("accuracy",),
+                     runs=runs, warmup=warmup, threads=threads, batch_size=batch_size,
+                     memory=memory)
+    raise_if_interrupted()
+    paths = report.save(out)
     report.print_table(console)
     console.print(f"wrote {paths['json']}, {paths['markdown'].name}, {paths['html'].name}",
                   soft_wrap=True)
@@ -191,16 +197,14 @@ def gate_cmd(
     """Check a report against budgets: exit 0 if all pass, 1 if any fails, 2 on bad input."""
     from kmot.evaluate import gate
 
-    try:
-        result = gate(report, budgets, candidate=candidate)
-    except KmotError as err:
-        _fail(err)
+    result = gate(report, budgets, candidate=candidate)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         console.print(result.table())
         for check in result.failures:
-            console.print(f"[bold red]FAIL[/] {check.candidate} {check.budget}: {check.detail}",
+            console.print(Text.assemble(("FAIL", "bold red"),
+                                        f" {check.candidate} {check.budget}: {check.detail}"),
                           soft_wrap=True)
     raise typer.Exit(0 if result.passed else 1)
 
@@ -215,22 +219,20 @@ def optimize(
     registry_root: Annotated[Optional[Path], typer.Option(help="registry folder")] = None,
 ) -> None:
     """Run a recipe: fine-tuning steps, export, evaluation, gate, registry (resumable)."""
+    check_output_folder(out)
     _load_runtime()
     from kmot.recipes import optimize as run_recipe
 
-    try:
-        result = run_recipe(model, recipe, train_data=data, val_data=val, out_dir=out,
-                            registry_root=registry_root)
-    except KmotError as err:
-        _fail(err)
+    result = run_recipe(model, recipe, train_data=data, val_data=val, out_dir=out,
+                        registry_root=registry_root)
     reused = sum(s["reused"] for s in result.steps)
     console.print(f"steps: {len(result.steps)} ({reused} reused) -> {result.tflite}")
     if result.report is not None:
-        result.report.print_table()
+        result.report.print_table(console)
         console.print(f"report: {out / 'report' / 'report.html'}")
     if result.gate is not None:
-        verdict = "[green]passed[/]" if result.gate.passed else "[red]failed[/]"
-        console.print(f"gate: {verdict}")
+        verdict = ("passed", "green") if result.gate.passed else ("failed", "red")
+        console.print(Text.assemble("gate: ", verdict))
     if result.registered is not None:
         console.print(f"registered {result.registered.name} v{result.registered.version}")
     if not result.passed:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kmot._npz import check_finite, read_npz
 from kmot.errors import EvaluationError
 
 __all__ = ["EvalData", "InputSpec", "load_data"]
@@ -138,7 +139,7 @@ def _check(array: np.ndarray, spec: InputSpec, candidate: str) -> np.ndarray:
 
 
 def load_data(data: Any) -> EvalData:
-    """Reads validation data in any accepted form; checks it is not empty.
+    """Reads validation data in any accepted form; checks it is not empty and is finite.
 
     Args:
         data: ``(x, y)``, a dict with ``x``/input names and ``y``, or an .npz path.
@@ -147,8 +148,9 @@ def load_data(data: Any) -> EvalData:
         An `EvalData`.
 
     Raises:
-        EvaluationError: the form is not accepted, a file is missing, inputs and
-            labels differ in length, or there are no samples.
+        EvaluationError: the form is not accepted, a file is missing or not a
+            numeric .npz, inputs and labels differ in length, there are no
+            samples, or a value is NaN or infinite (named with its index).
 
     Example:
         >>> load_data((np.zeros((4, 3)), np.arange(4))).num_samples
@@ -156,19 +158,9 @@ def load_data(data: Any) -> EvalData:
     """
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
-        if not path.is_file():
-            raise EvaluationError(
-                f"No such data file. Expected an .npz file with arrays 'x' (or one per "
-                f"input name) and 'y'. Received: {path}"
-            )
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as err:
-            raise EvaluationError(
-                f"Expected an .npz file written by numpy.savez. Received: {path} "
-                f"({err}). Write it with np.savez(path, x=x_val, y=y_val)."
-            ) from err
+        arrays = read_npz(path, error=EvaluationError,
+                          holding=" with arrays 'x' (or one per input name) and 'y'",
+                          example="np.savez(path, x=x_val, y=y_val)")
         return _from_mapping(arrays, path.name)
     if isinstance(data, Mapping):
         return _from_mapping({k: np.asarray(v) for k, v in data.items()}, "the data dict")
@@ -214,4 +206,13 @@ def _finish(positional, named, y, source: str) -> EvalData:
                 f"Expected one label per sample ({n} samples). Received: y of shape "
                 f"{y.shape} in {source}."
             )
+    if positional is not None:
+        names = ["x"] if len(positional) == 1 else [f"x[{i}]" for i in range(len(positional))]
+        checked = dict(zip(names, positional))
+    else:
+        checked = dict(named)
+    if y is not None:
+        checked["y"] = y
+    check_finite(checked, error=EvaluationError, what="Validation data", source=source,
+                 why="metrics, fidelity and the report would be NaN")
     return EvalData(positional, named, y, source)

@@ -51,16 +51,19 @@ class GateResult:
     def table(self) -> Any:
         """A rich Table: one row per check, failures in red."""
         from rich.table import Table
+        from rich.text import Text
 
-        verdict = "[green]PASSED[/]" if self.passed else "[red]FAILED[/]"
-        table = Table(title=f"gate {verdict}: {len(self.checks) - len(self.failures)} of "
-                            f"{len(self.checks)} checks pass")
+        # Styles as Text, never markup: candidate names come from report files.
+        verdict = ("PASSED", "green") if self.passed else ("FAILED", "red")
+        table = Table(title=Text.assemble(
+            "gate ", verdict, f": {len(self.checks) - len(self.failures)} of "
+                              f"{len(self.checks)} checks pass"))
         for col in ("candidate", "budget", "value", "limit", "verdict"):
             table.add_column(col, justify="right" if col in ("value", "limit") else "left")
         for c in self.checks:
             value = "not measured" if c.value is None else _fmt(c.value, c.unit)
-            table.add_row(c.candidate, c.budget, value, _fmt(c.limit, c.unit),
-                          "[green]pass[/]" if c.passed else "[bold red]FAIL[/]")
+            table.add_row(Text(c.candidate), Text(c.budget), value, _fmt(c.limit, c.unit),
+                          Text("pass", "green") if c.passed else Text("FAIL", "bold red"))
         return table
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kmot._npz import check_finite
 from kmot.errors import CalibrationDataError
 
 __all__ = ["InputSpec", "input_specs", "calibration_samples", "DEFAULT_NUM_SAMPLES"]
@@ -159,6 +160,18 @@ def _check_batch(arrays: list[np.ndarray], specs: Sequence[InputSpec]) -> list[n
     return out
 
 
+def _check_finite(arrays: list[np.ndarray], specs: Sequence[InputSpec], position: int,
+                  data: Any) -> None:
+    """The converter crashes (SIGSEGV) on an inf and mis-ranges on a NaN: refuse both."""
+    whole = isinstance(data, (np.ndarray, Mapping, tuple, list))
+    source = ("the representative data" if whole
+              else f"element {position} of the representative data")
+    check_finite({spec.name: array for array, spec in zip(arrays, specs)},
+                 error=CalibrationDataError, what="Representative data", source=source,
+                 why="an infinity crashes the LiteRT converter and a NaN corrupts the "
+                     "activation ranges it measures")
+
+
 def calibration_samples(
     data: Any,
     specs: Sequence[InputSpec],
@@ -179,7 +192,8 @@ def calibration_samples(
         A list of samples; each sample holds one array per input, batch size 1.
 
     Raises:
-        CalibrationDataError: the data is missing, empty, or does not fit.
+        CalibrationDataError: the data is missing, empty, does not fit, or holds a
+            NaN or an infinity (named with its index).
 
     Example:
         >>> specs = [InputSpec("x", (None, 4), "float32")]
@@ -198,8 +212,9 @@ def calibration_samples(
             f"Expected num_samples to be a positive int. Received: num_samples={num_samples!r}"
         )
     samples: list[list[np.ndarray]] = []
-    for element in _iter_raw(data, len(specs)):
+    for position, element in enumerate(_iter_raw(data, len(specs))):
         arrays = _check_batch(_split_inputs(element, specs), specs)
+        _check_finite(arrays, specs, position, data)
         rows = arrays[0].shape[0]
         if any(a.shape[0] != rows for a in arrays):
             raise CalibrationDataError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 from kmot._files import write_atomic
 from kmot._quiet import captured_output as _captured_output
 from kmot._tempdirs import temporary_directory
-from kmot.errors import ConversionError, KmotError
+from kmot.errors import ConversionError, KmotError, ModelFileError
 from kmot.export.calibration import (
     DEFAULT_NUM_SAMPLES,
     as_generator,
@@ -43,26 +44,82 @@ _IO_TYPES = {
 
 
 def load_model(model: keras.Model | str | os.PathLike) -> keras.Model:
-    """A Keras model, or one loaded from a ``.keras`` file, with a clear error."""
+    """A Keras model, or one loaded from a ``.keras`` file in Keras safe mode.
+
+    A model file is not trusted: it is loaded with ``safe_mode=True`` (a Lambda
+    layer's Python code is refused, never run) and every way it can fail to load
+    is reported in kmot's words.
+
+    Args:
+        model: a `keras.Model`, or the path of a ``.keras`` file.
+
+    Returns:
+        The model (loaded without its training configuration).
+
+    Raises:
+        ModelFileError: the file is missing, a folder, not a ``.keras`` archive,
+            damaged, holds unregistered classes, or needs unsafe deserialization.
+        KmotError: ``model`` is neither a model nor a path.
+
+    Example:
+        >>> model = load_model("model.keras")  # doctest: +SKIP
+    """
     if isinstance(model, keras.Model):
         return model
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise KmotError(
-                f"No such model file. Expected a path to a .keras file. Received: {path}"
-            )
-        if path.suffix != ".keras":
-            raise KmotError(
-                "Expected a Keras 3 model saved as .keras (model.save('m.keras')). "
-                f"Received: {path.name}"
-            )
-        import kmot.core  # noqa: F401 - registers kmot's serializable classes
-
-        return keras.saving.load_model(path, compile=False)
+        return _load_keras_file(Path(model))
     raise KmotError(
         f"Expected a keras.Model or a path to a .keras file. Received: {type(model).__name__}"
     )
+
+
+def _load_keras_file(path: Path) -> keras.Model:
+    if not path.exists():
+        raise ModelFileError(
+            f"No such model file. Expected a path to a .keras file. Received: {path}"
+        )
+    if path.is_dir():
+        raise ModelFileError(
+            "Expected a Keras 3 model saved as a .keras file (model.save('m.keras')). "
+            f"Received: {path}, a folder. Pass the .keras file itself."
+        )
+    if path.suffix != ".keras":
+        raise ModelFileError(
+            "Expected a Keras 3 model saved as .keras (model.save('m.keras')). "
+            f"Received: {path.name}"
+        )
+    with open(path, "rb") as f:  # an unreadable file is the OS's error, with its path
+        head = f.read(4)
+    if not head or not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path.name} is not a readable .keras archive. Expected a complete zip archive "
+            f"written by model.save('m.keras'). Received: {path.stat().st_size:,} bytes "
+            f"starting with {head!r}. Save the model again, or copy the whole file."
+        )
+    import kmot.core  # noqa: F401 - registers kmot's serializable classes
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - a model file can fail to load in many ways
+        text = str(err)
+        if "safe_mode" in text or "arbitrary code" in text:
+            raise ModelFileError(
+                f"{path.name} holds Python code (e.g. a Lambda layer), and kmot loads "
+                "model files in Keras safe mode (safe_mode=True): the code is refused, "
+                "never run. Expected a model built from Keras layers or registered "
+                "custom layers. Received: a model needing unsafe deserialization. Replace "
+                "the Lambda with a layer subclass registered with "
+                "keras.saving.register_keras_serializable, or, if you trust the file, load "
+                "it yourself with keras.saving.load_model(path, safe_mode=False) and pass "
+                "the model to the Python API."
+            ) from None
+        first = (text.splitlines() or [""])[0][:300]
+        raise ModelFileError(
+            f"{path.name} is not a loadable .keras model. Expected the archive of a model "
+            "whose layers are Keras built-ins or registered custom classes. Received: "
+            f"{type(err).__name__}: {first}. Save the model again; for custom layers, "
+            "import the module that registers them before loading."
+        ) from err
 
 
 _NOISE = ("Saved artifact", "TensorSpec(", "Endpoint '", "Captures:", "Output Type:",
