@@ -54,7 +54,8 @@ def shared(tmp_path):
 
 def _chattr(folder, flag):
     try:
-        done = subprocess.run(["chattr", "-R", flag, str(folder)], capture_output=True)
+        done = subprocess.run(["chattr", "-R", flag, str(folder)], capture_output=True,
+                              check=False)
     except FileNotFoundError:
         return False
     return done.returncode == 0
@@ -71,9 +72,9 @@ def _writes_blocked(folder):
 
 def _nobody_can_run_kmot(folder):
     try:
-        done = subprocess.run([*CLI, "--help"], capture_output=True, user=NOBODY, group=NOBODY,
-                              extra_groups=[], cwd=folder, env=cli_env(HOME=str(folder)),
-                              timeout=60)
+        done = subprocess.run([*CLI, "--help"], check=False, capture_output=True, user=NOBODY,
+                              group=NOBODY, extra_groups=[], cwd=folder,
+                              env=cli_env(HOME=str(folder)), timeout=60)
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -105,7 +106,7 @@ def read_only(root, work):
     def run(args):
         extra = {} if user is None else {"user": user, "group": user, "extra_groups": []}
         return subprocess.run([*CLI, "registry", *map(str, args), "--root", str(root)],
-                              capture_output=True, text=True, cwd=work,
+                              check=False, capture_output=True, text=True, cwd=work,
                               env=cli_env(HOME=str(work)), timeout=120, **extra)
 
     try:
