@@ -27,8 +27,8 @@ def test_registry_works_without_loading_tensorflow(tmp_path):
 
 def test_registry_commands_do_not_load_tensorflow(tmp_path, cli_fresh):
     """The real `kmot` entry point, in a fresh process: push, list, show, promote,
-    rollback, history and pull read and write files, so Keras, TensorFlow and LiteRT
-    stay unloaded."""
+    rollback, history, pull, verify and gc read and write files, so Keras, TensorFlow
+    and LiteRT stay unloaded."""
     for i in (1, 2):
         (tmp_path / f"model_{i}.tflite").write_bytes(f"weights {i}".encode() * 50)
     (tmp_path / "report.json").write_text(json.dumps({"accuracy": 0.97}))
@@ -44,6 +44,8 @@ def test_registry_commands_do_not_load_tensorflow(tmp_path, cli_fresh):
         ["show", "digits", "1", "--json"],
         ["history", "digits"],
         ["pull", "digits", "-o", str(tmp_path / "deploy" / "model.tflite")],
+        ["verify"],
+        ["gc", "--dry-run"],
     ]
     summary = cli_fresh([['kmot', 'registry', *c, *root] for c in commands])
     assert summary["heavy"] == []
@@ -63,3 +65,5 @@ def test_registry_commands_do_not_load_tensorflow(tmp_path, cli_fresh):
     assert shown["sha256"] == hashlib.sha256(pulled).hexdigest()
     assert shown["tags"] == ["int8"] and shown["metrics"] == {"accuracy": 0.97}
     assert "promote" in out["history digits"] and "rollback" in out["history digits"]
+    assert "verified 2 objects (2 versions" in out["verify"]
+    assert "would remove 0 unreferenced objects" in out["gc --dry-run"]

@@ -216,3 +216,44 @@ def test_a_refused_pull_creates_no_folder(tmp_path):
     result = kmot("pull", "digits", "-o", f"{tmp_path}/cli/sub/", "--root", registry.root)
     assert result.exit_code == 2 and "Checksum mismatch" in result.output
     assert not (tmp_path / "cli").exists()
+
+
+def test_an_artifact_that_cannot_be_read_is_named_as_such(tmp_path, monkeypatch):
+    """The artifact vanishes between the check and the copy (a real race with a build
+    step): the error is about the artifact, not about the registry's permissions."""
+    from kmot.registry import store
+
+    check = store.check_artifact
+
+    def check_then_vanish(path):
+        artifact = check(path)
+        artifact.unlink()
+        return artifact
+
+    monkeypatch.setattr(store, "check_artifact", check_then_vanish)
+    (tmp_path / "model.tflite").write_bytes(b"weights")
+    registry = Registry(tmp_path / "registry")
+    with pytest.raises(RegistryError, match=r"Cannot read the artifact\. Expected a file this "
+                       r"user can read; check its permissions\. Received: .*model\.tflite"):
+        registry.push(tmp_path / "model.tflite", name="digits")
+    assert registry.list() == []
+    assert not list((tmp_path / "registry" / "objects").glob(".*.part"))
+
+
+def test_a_stored_object_that_cannot_be_read_is_named_as_such(tmp_path, monkeypatch):
+    """What the OS answers when the registry's files belong to a user we cannot read as."""
+    from kmot.registry import objects
+
+    (tmp_path / "model.tflite").write_bytes(b"weights")
+    registry = Registry(tmp_path / "registry")
+    version = registry.push(tmp_path / "model.tflite", name="digits")
+    stored = registry.objects.path(version.sha256)
+
+    def refuse(src, dest, **kwargs):
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(objects, "copy_atomically", refuse)
+    with pytest.raises(RegistryError, match=rf"Cannot read the stored object {stored}\. Expected "
+                       r"the registry's files to be readable by this user"):
+        registry.pull("digits", dest=tmp_path / "new" / "model.tflite")
+    assert not (tmp_path / "new").exists()

@@ -183,10 +183,6 @@ def read_only_error(root: Path, err: object) -> RegistryError:
 def _unusable(path: Path, err: sqlite3.Error, *, write: bool) -> RegistryError:
     if write and ("readonly" in str(err) or not writable(path)):
         return read_only_error(path.parent, f"{path} ({err})")
-    if path.is_file() and not os.access(path, os.R_OK):
-        return RegistryError(
-            f"Cannot read the registry index. Expected a file this user can read; check its "
-            f"owner and permissions. Received: {path} ({err})")
     if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
         return RegistryError(
             f"The registry index stayed locked by another process for more than "

@@ -71,7 +71,7 @@ def _now() -> str:
 
 
 class Registry:
-    """A model registry in a local folder: push, list, show, promote, rollback, pull.
+    """A model registry in a local folder: push, list, show, promote, rollback, pull, gc, verify.
 
     Safe for several processes at once: pushes to the same name get distinct
     versions and none is lost; promote and rollback are single transactions.

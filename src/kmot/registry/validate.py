@@ -94,13 +94,13 @@ def check_file_name(name: Any, *, row: str | None = None) -> str:
     return name
 
 
-def check_sha256(digest: Any, *, row: str | None = None) -> str:
-    """A sha256 hex digest as the registry records it: 64 lowercase hex digits."""
+def check_sha256(digest: Any, *, row: str) -> str:
+    """A stored sha256 hex digest (64 lowercase hex digits), read from index ``row``.
+
+    Only read back: on write the digest is the one kmot computed while copying.
+    """
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-        expected = "a sha256 digest of 64 lowercase hex digits"
-        if row is not None:
-            raise _tampered(row, "sha256", digest, expected)
-        raise RegistryError(f"Expected {expected}. Received: sha256={digest!r}")
+        raise _tampered(row, "sha256", digest, "a sha256 digest of 64 lowercase hex digits")
     return digest
 
 
