@@ -94,7 +94,8 @@ def test_a_tampered_sha256_is_refused_and_gc_removes_nothing(registry, tmp_path,
 
 @pytest.mark.parametrize(("column", "value", "expected"), [
     ("metrics", "{not json", "JSON as kmot writes it"),
-    ("metrics", "[1]", "a JSON dict"),
+    ("metrics", "[1]", "a JSON object"),
+    ("metadata", "null", "a JSON object"),
     ("tags", '"int8"', "a JSON list"),
     ("tags", "[1]", "a JSON list of non-empty strings"),
     ("report", "3", "null or a JSON object"),

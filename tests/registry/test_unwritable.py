@@ -87,7 +87,7 @@ def read_only(root, work):
     ``work`` stays writable by them (pull destinations go there).
     """
     user = None
-    if os.geteuid() != 0:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
         for path in [root, *root.rglob("*")]:
             path.chmod(stat.S_IMODE(path.stat().st_mode) & ~0o222)
         how = "chmod a-w"

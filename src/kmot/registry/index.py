@@ -10,7 +10,10 @@ Reading creates and changes nothing. When the index or its folder is not writabl
 (a registry shared read-only, or owned by another user), it is opened read-only;
 SQLite then cannot create the ``-shm`` file a WAL index is read through, so if no
 writer has the index open (no ``-wal`` file beside it) it is read as immutable.
-Only a write creates the file, its tables, or switches it to WAL.
+That read takes no lock: a writer (another user) that starts and checkpoints within
+its milliseconds could make it see half-old, half-new pages, most likely as an
+error; rerun it. Reading changes nothing either way. Only a write creates the
+file, its tables, or switches it to WAL.
 """
 
 from __future__ import annotations

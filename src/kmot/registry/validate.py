@@ -104,15 +104,17 @@ def check_sha256(digest: Any, *, row: str) -> str:
     return digest
 
 
-def _stored_json(row: str, field: str, text: Any, kind: type | None) -> Any:
+def _stored_json(row: str, field: str, text: Any, kind: type, *, nullable: bool = False) -> Any:
+    """A JSON column decoded, if it holds what kmot writes there (a dict or a list)."""
+    if nullable and text is None:
+        return None
     try:
-        value = None if text is None and kind is None else json.loads(text)
+        value = json.loads(text)
     except (TypeError, ValueError):
         raise _tampered(row, field, text, "JSON as kmot writes it") from None
-    if value is not None and kind is not None and not isinstance(value, kind):
-        raise _tampered(row, field, text, f"a JSON {kind.__name__}")
-    if kind is None and value is not None and not isinstance(value, dict):
-        raise _tampered(row, field, text, "null or a JSON object")
+    if not isinstance(value, kind):
+        what = {dict: "a JSON object", list: "a JSON list"}[kind]
+        raise _tampered(row, field, text, f"null or {what}" if nullable else what)
     return value
 
 
@@ -142,7 +144,7 @@ def check_stored_version(row: Mapping[str, Any]) -> dict[str, Any]:
         "size_bytes": size,
         "created_at": row["created_at"],
         "source": check_file_name(row["source"], row=label),
-        "report": _stored_json(label, "report", row["report"], None),
+        "report": _stored_json(label, "report", row["report"], dict, nullable=True),
         "metrics": _stored_json(label, "metrics", row["metrics"], dict),
         "metadata": _stored_json(label, "metadata", row["metadata"], dict),
         "tags": tuple(tags),
