@@ -257,3 +257,28 @@ def test_a_stored_object_that_cannot_be_read_is_named_as_such(tmp_path, monkeypa
                        r"the registry's files to be readable by this user"):
         registry.pull("digits", dest=tmp_path / "new" / "model.tflite")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_push_its_index_refuses_stores_no_object(tmp_path):
+    """The index is checked before the copy: a refused push leaves no unreferenced file."""
+    import sqlite3
+
+    (tmp_path / "model.tflite").write_bytes(b"weights")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "index.sqlite").write_bytes(b"not a database" * 300)
+    with pytest.raises(RegistryError, match=r"Cannot use the registry index.*file is not a "
+                       r"database"):
+        Registry(junk).push(tmp_path / "model.tflite", name="digits")
+    assert sorted(p.name for p in junk.iterdir()) == ["index.sqlite"]
+
+    newer = Registry(tmp_path / "newer")
+    (tmp_path / "first.tflite").write_bytes(b"first")
+    newer.push(tmp_path / "first.tflite", name="digits")
+    conn = sqlite3.connect(newer.index_path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = tree(newer.root / "objects")
+    with pytest.raises(RegistryError, match=r"written by a newer kmot"):
+        newer.push(tmp_path / "model.tflite", name="digits")
+    assert tree(newer.root / "objects") == before

@@ -175,6 +175,11 @@ class Registry:
         report_data = load_report(report)
         meta = check_metadata(metadata)
         tag_list = check_tags(tags)
+        if self.index_path.exists():
+            # An index that is not SQLite, is from a newer kmot or may not be written is
+            # refused here, before the copy, so the failed push leaves no object behind.
+            with self._write():
+                pass
         for _ in range(_PUT_ATTEMPTS):
             stored = self._put(artifact)
             if stored is None:
