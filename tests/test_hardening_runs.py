@@ -17,8 +17,8 @@ import time
 import keras
 import numpy as np
 import pytest
+from faults import run_cli
 
-from faults import cli_env, run_cli
 from kmot import _tempdirs
 from kmot.errors import BudgetError, UnsupportedModelError
 from kmot.evaluate import compare, load_budgets, measure_peak_memory
@@ -77,6 +77,7 @@ def test_memory_children_do_not_import_from_the_working_directory(files, tmp_pat
     assert stats.peak_mb == pytest.approx(stats.idle_mb + stats.net_mb, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_bench_from_a_folder_with_a_planted_resource_module(files, tmp_path):
     plant(tmp_path, "resource", "numpy")
     result = run_cli(["bench", files / "tiny.tflite", "--data", files / "val.npz",
@@ -117,6 +118,7 @@ def _other_model(step, record):
     tiny_model().save(step)  # a valid file, not the one the record was written for
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_empty, _garbage, _half_record, _other_model],
                          ids=["empty step file", "garbage step file", "truncated record",
                               "step file from another run"])
@@ -133,6 +135,7 @@ def test_a_damaged_step_is_run_again(files, finished, tmp_path, damage):
     assert not [p.name for p in out.rglob("*.part*")]
 
 
+@pytest.mark.slow
 def test_leftover_partial_files_of_a_killed_run_are_removed(files, finished, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(finished, out)
@@ -153,8 +156,8 @@ def test_leftover_partial_files_of_a_killed_run_are_removed(files, finished, tmp
     ({"gate": {"max_acuracy_drop": 0.1}}, r"gate: .*unknown budget 'max_acuracy_drop'"),
     ({"gate": {"max_accuracy_drop": -1}}, r"gate: .*budget 'max_accuracy_drop'"),
     ({"gate": {"metric": "accuracy"}}, r"gate: .*sets no budget"),
-    ({"register": {"name": "../escape"}}, r"register\.name: .*Expected a model name of "
-                                         r"1-128 letters.*Received: name='\.\./escape'"),
+    ({"register": {"name": "../escape"}},
+     r"register\.name: .*Expected a model name of 1-128 letters.*Received: name='\.\./escape'"),
 ])
 def test_recipe_fails_before_training(files, tmp_path, monkeypatch, change, message):
     def no_training(*args, **kwargs):

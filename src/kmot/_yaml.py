@@ -48,7 +48,7 @@ def load(text: str) -> Any:
         yaml.YAMLError: invalid YAML; a `DuplicateKeyError` (a subclass) for a
             repeated key, whose ``problem_mark`` points at the repeat.
     """
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain types only, no objects
 
 
 def describe(err: Exception) -> str:

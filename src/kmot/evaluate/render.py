@@ -94,7 +94,7 @@ def markdown(report: Report) -> str:
     """
     headers, rows = summary_rows(report)
     lines = [f"# kmot evaluation: {len(report.candidates)} candidate(s), baseline "
-             f"{_md(report.baseline)}", "", _md(_settings_line(report)), "",
+             + _md(report.baseline), "", _md(_settings_line(report)), "",
              "| " + " | ".join(map(_md, headers)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
     lines += ["| " + " | ".join(map(_md, row)) + " |" for row in rows]
