@@ -225,3 +225,13 @@ def test_nested_models_take_the_channels_kept_upstream_and_grouped_convs_follow(
     assert inner["inner_bn"][0] == (4,) and inner["dw_as_conv"][0] == (3, 3, 1, 4)
     assert inner["inner_conv"][0] == (1, 1, 4, 3)
     assert pruned(_images(2, 8)).shape == (2, 2)
+
+
+def test_macs_count_kernels_times_the_positions_they_run_at():
+    from kmot.core.cost import macs
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, name="conv"),       # 6x6 out
+                              L.DepthwiseConv2D(3, padding="same"), L.Flatten(), L.Dense(2)])
+    assert macs(model) == 3 * 3 * 3 * 4 * 36 + 3 * 3 * 4 * 36 + 144 * 2
+    assert macs(sparsity.prune_channels(model, sparsity=0.5)) == (
+        3 * 3 * 3 * 2 * 36 + 3 * 3 * 2 * 36 + 72 * 2)
