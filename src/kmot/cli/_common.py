@@ -121,42 +121,37 @@ def _message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def _report(err: BaseException, *, debug: bool) -> int:
+    """Prints ``err`` for a person (one line unless ``debug``); returns the exit code."""
+    if isinstance(err, KeyboardInterrupt) or _interrupts.seen:
+        # A Ctrl-C a library turned into its own error is still a Ctrl-C.
+        err_console.print("interrupted", soft_wrap=True)
+        return 130
+    if debug:
+        traceback.print_exception(err, file=sys.stderr)
+    if isinstance(err, EXPECTED_ERRORS):
+        print_error(_message(err))
+        return 2
+    first = (str(err).splitlines() or [""])[0][:300]
+    hint = "" if debug else " Rerun with `kmot --debug ...` for the traceback."
+    print_error(f"unexpected {type(err).__name__}: {first} (this is a bug in kmot or a "
+                f"library it uses; please report it).{hint}")
+    return 1
+
+
 class _Boundary(TyperGroup):
     """The app's group: runs every command inside the one error boundary."""
 
     def invoke(self, ctx: _click.Context) -> Any:
-        debug = bool(ctx.params.get("debug"))
         try:
             with _interrupts.installed():
                 result = super().invoke(ctx)
                 raise_if_interrupted()
                 return result
-        except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
-            raise
-        except KeyboardInterrupt:
-            err_console.print("interrupted", soft_wrap=True)
-            raise typer.Exit(130) from None
-        except BrokenPipeError:
-            raise  # typer's main handles a closed pipe (`kmot ... | head`)
-        except EXPECTED_ERRORS as err:
-            if _interrupts.seen:  # the interrupt surfaced as some library's error
-                err_console.print("interrupted", soft_wrap=True)
-                raise typer.Exit(130) from None
-            if debug:
-                traceback.print_exception(err, file=sys.stderr)
-            print_error(_message(err))
-            raise typer.Exit(2) from None
-        except Exception as err:  # noqa: BLE001 - the boundary: one line, not a traceback
-            if _interrupts.seen:
-                err_console.print("interrupted", soft_wrap=True)
-                raise typer.Exit(130) from None
-            if debug:
-                traceback.print_exception(err, file=sys.stderr)
-            first = (str(err).splitlines() or [""])[0][:300]
-            hint = "" if debug else " Rerun with `kmot --debug ...` for the traceback."
-            print_error(f"unexpected {type(err).__name__}: {first} (this is a bug in kmot or "
-                        f"a library it uses; please report it).{hint}")
-            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, _click.exceptions.ClickException, BrokenPipeError):
+            raise  # typer's main prints usage errors and handles a closed pipe (`| head`)
+        except (KeyboardInterrupt, Exception) as err:  # noqa: BLE001 - this is the boundary
+            raise typer.Exit(_report(err, debug=bool(ctx.params.get("debug")))) from None
 
 
 app = typer.Typer(
