@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from kmot import demo as demo_module
 from kmot import export as export_api
 from kmot.cli import app
-from kmot.errors import CalibrationDataError, EvaluationError, ModelFileError
+from kmot.errors import CalibrationDataError, EvaluationError, KmotError, ModelFileError
 from kmot.evaluate.data import load_data
 from kmot.export import InputSpec, calibration_samples, load_model, to_litert
 
@@ -384,3 +384,17 @@ def test_ctrl_c_during_a_real_convert_stops_it(files, tmp_path):
 def test_registry_errors_still_go_through_the_boundary(tmp_path):
     result = cli("registry", "show", "nothing-here", "--root", tmp_path / "registry")
     assert failed_cleanly(result), result.output
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"epochs": 0}, "epochs=0"), ({"finetune_epochs": -1}, "finetune_epochs=-1"),
+    ({"out_dir": "FILE"}, "which is a file")])
+def test_run_demo_checks_its_options_before_training(tmp_path, kwargs, words):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    kwargs = {"out_dir": tmp_path / "demo", **kwargs}
+    if kwargs["out_dir"] == "FILE":
+        kwargs["out_dir"] = target
+    with pytest.raises(KmotError, match=words):
+        demo_module.run_demo(**kwargs)
+    assert target.read_text() == "keep me" and not (tmp_path / "demo").exists()

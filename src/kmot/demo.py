@@ -90,7 +90,20 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
     Returns:
         ``{"report": Report, "gate": GateResult, "registered": ModelVersion | None,
         "files": {name: path}}``.
+
+    Raises:
+        KmotError: ``epochs`` or ``finetune_epochs`` below 1, or ``out_dir`` a file
+            (checked before any training).
     """
+    from kmot.errors import KmotError
+
+    for option, value in (("epochs", epochs), ("finetune_epochs", finetune_epochs)):
+        if not isinstance(value, int) or value < 1:
+            raise KmotError(f"Expected {option} to be an int of at least 1 (every technique "
+                            f"trains). Received: {option}={value!r}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise KmotError(f"Expected out_dir to be a folder (created if missing). Received: "
+                        f"out_dir={str(out_dir)!r}, which is a file. Choose a folder path.")
     import keras
 
     from kmot import clustering, distillation, evaluate, quantization, sparsity
