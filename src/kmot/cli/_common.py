@@ -134,8 +134,8 @@ def _report(err: BaseException, *, debug: bool) -> int:
         return 2
     first = (str(err).splitlines() or [""])[0][:300]
     hint = "" if debug else " Rerun with `kmot --debug ...` for the traceback."
-    print_error(f"unexpected {type(err).__name__}: {first} (this is a bug in kmot or a "
-                f"library it uses; please report it).{hint}")
+    print_error(f"unexpected {type(err).__name__}{': ' + first if first else ''} (this is a "
+                f"bug in kmot or a library it uses; please report it).{hint}")
     return 1
 
 
