@@ -7,18 +7,23 @@ succeeds: `optimize` resumes from the steps that were complete. Temporary
 folders a killed run leaves are named after its (dead) pid, so they can be swept.
 
 Each command imports TensorFlow (5-10 s), so the kills are few: `KILLS` per
-command. Replay a failure with the seed and the offset in its message.
+command, one of the `optimize` ones placed inside the step's ``model.save`` (the
+window a random point rarely hits, where a save in place left a torn file that
+wedged the next run). Replay a failure with the seed and offset in its message.
 """
 
 import json
 import re
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from faults import COUNTS, cli_env, kill_points, run_cli, run_killed, timed_run
+from faults import CLI, COUNTS, cli_env, kill_points, run_cli, run_killed, timed_run
 
 from kmot import _tempdirs
 from kmot._files import sha256_file
@@ -80,54 +85,120 @@ def check_temp_folders(env) -> list[str]:
     return problems + [f"{name} not swept" for name in left()]
 
 
-def record_problems(steps) -> tuple[list[str], bool]:
-    """Whether a step's record matches the model file it follows (and so is reusable)."""
+SPARSITY = {"old.yaml": 0.3, "new.yaml": 0.6}
+
+
+def sparsity_of(content: bytes) -> float | None:
+    """The least sparsity of a LiteRT file's kernels, None if it is not a whole file."""
+    try:
+        weights = inspect(content).weights
+    except Exception:  # noqa: BLE001 - a torn file fails in many ways
+        return None
+    return min(w.sparsity for w in weights if not w.is_bias)
+
+
+def reusable(steps, recipe: str) -> bool:
+    """Whether the step on disk is complete and from ``recipe`` (its record names the
+    model file's sha256 and the step's options)."""
     record, model = steps / "00_prune.json", steps / "00_prune.keras"
-    if not record.is_file():
-        return [], False
     try:
         saved = json.loads(record.read_text())
-    except ValueError:
-        return [f"{record.name} is not whole JSON"], False
-    if not model.is_file() or saved.get("sha256") != sha256_file(model):
-        return [], False  # the old recipe's record beside a new model: re-run, not reuse
-    return [], saved["step"]["final_sparsity"] == 0.6
+        return (saved["sha256"] == sha256_file(model)
+                and saved["step"]["final_sparsity"] == SPARSITY[recipe])
+    except (OSError, ValueError, KeyError):
+        return False
 
 
-def test_kill_during_optimize(files, tmp_path, env):
-    def args(out, name):
+def kill_when(args, condition, *, env, timeout=120) -> bool:
+    """Starts ``kmot ARGS`` and sends SIGKILL as soon as ``condition()`` holds."""
+    proc = subprocess.Popen([*CLI, *map(str, args)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if condition():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                COUNTS["kills"] += 1
+                return True
+            time.sleep(0.002)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def saving_step(steps):
+    """True once the step model starts being written: a temporary file beside it, or
+    (a writer that saves in place) the file itself changed."""
+    model = steps / "00_prune.keras"
+    before = _signature(model)
+
+    def started() -> bool:
+        return any(steps.glob(".00_prune.keras.*")) or _signature(model) != before
+
+    return started
+
+
+def _signature(path):
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def optimize_trial(files, env, previous, out, kill, then: str) -> list[str]:
+    """Kills ``optimize new.yaml`` over a copy of ``previous`` (made by old.yaml), checks
+    what is left, runs ``then`` (the killed recipe again, or back to the old one)."""
+    def args(name):
         return ["optimize", files / "base.keras", "--recipe", files / name, "--data",
                 files / "train.npz", "--val", files / "val.npz", "--out", out]
 
-    previous = tmp_path / "previous"
-    result, duration = timed_run(args(previous, "old.yaml"), env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
+    shutil.copytree(previous, out)
     old = {name: (previous / name).read_bytes() for name in ("model.tflite", "baseline.tflite")}
-    for i, delay in enumerate(kill_points(SEED, KILLS, END * duration, start=START * duration)):
-        out = tmp_path / f"kill{i}"
-        shutil.copytree(previous, out)
-        killed = run_killed(args(out, "new.yaml"), delay, env=env)
-        after = {name: (out / name).read_bytes() for name in old if (out / name).is_file()}
-        problems, complete = record_problems(out / "steps")
-        problems += visible_parts(out)
-        problems += [f"{name} is gone" for name in old if name not in after]
-        rerun = run_cli(args(out, "new.yaml"), env=env)
-        if rerun.returncode != 0:
-            problems.append(f"the next run failed: {rerun.stdout[-800:]} {rerun.stderr[-800:]}")
-        else:
-            new = {name: (out / name).read_bytes() for name in old}
-            problems += [f"{name} is neither the old nor the new file" for name in after
-                         if after[name] not in (old[name], new[name])]
-            if f"steps: 1 ({int(complete)} reused)" not in rerun.stdout:
-                problems.append(f"expected the next run to reuse {int(complete)} step(s); "
-                                f"it printed {rerun.stdout.strip()[-200:]!r}")
-            weights = inspect(out / "model.tflite").weights
-            if min(w.sparsity for w in weights if not w.is_bias) < 0.55:
-                problems.append("the next run did not apply the new recipe")
-            problems += [str(p) for p in out.rglob("*.part*")]  # swept by the next run
+    kill(args("new.yaml"), out)
+    problems = visible_parts(out) + [f"{name} is gone" for name in old if not (out / name).is_file()]
+    after = {name: (out / name).read_bytes() for name in old if (out / name).is_file()}
+    if after.get("baseline.tflite", old["baseline.tflite"]) != old["baseline.tflite"]:
+        problems.append("baseline.tflite changed")  # the same baseline converts the same
+    model = after.get("model.tflite", old["model.tflite"])
+    if model != old["model.tflite"] and (sparsity_of(model) or 0) < 0.55:
+        problems.append("model.tflite is neither the old file nor a whole new one")
+    complete = reusable(out / "steps", then)
+    rerun = run_cli(args(then), env=env)
+    if rerun.returncode != 0:
+        failed = f"the next run ({then}) failed: {rerun.stdout[-600:]} {rerun.stderr[-600:]}"
+        return [*problems, failed]
+    if f"steps: 1 ({int(complete)} reused)" not in rerun.stdout:
+        problems.append(f"expected the next run to reuse {int(complete)} step(s); it "
+                        f"printed {rerun.stdout.strip()[-200:]!r}")
+    final = sparsity_of((out / "model.tflite").read_bytes())
+    if final is None or abs(final - SPARSITY[then]) > 0.05:
+        problems.append(f"the next run's model.tflite has sparsity {final}, not that of {then}")
+    return problems + [str(p) for p in out.rglob("*.part*")]  # swept by the next run
+
+
+def test_kill_during_optimize(files, tmp_path, env):
+    previous = tmp_path / "previous"
+    result, duration = timed_run(
+        ["optimize", files / "base.keras", "--recipe", files / "old.yaml", "--data",
+         files / "train.npz", "--val", files / "val.npz", "--out", previous], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    delays = kill_points(SEED, KILLS - 1, END * duration, start=START * duration)
+    trials = [(f"at {delay:.2f}s (seed {SEED})",
+               lambda args, out, delay=delay: run_killed(args, delay, env=env))
+              for delay in delays]
+    # and once inside the step's model.save, which random points rarely hit
+    trials.append(("while the step model is saved",
+                   lambda args, out: kill_when(args, saving_step(out / "steps"), env=env)))
+    for i, (where, kill) in enumerate(trials):
+        then = "old.yaml" if i % 2 else "new.yaml"  # resume the killed recipe, or go back
+        problems = optimize_trial(files, env, previous, tmp_path / f"kill{i}", kill, then)
         if problems:
             COUNTS["failures"] += 1
-        assert not problems, f"kill at {delay:.2f}s (seed {SEED}, killed={killed}): {problems}"
+        assert not problems, f"kill {where}, then {then}: {problems}"
     problems = check_temp_folders(env)
     COUNTS["failures"] += bool(problems)
     assert not problems
