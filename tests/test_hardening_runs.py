@@ -170,6 +170,18 @@ def test_recipe_fails_before_training(files, tmp_path, monkeypatch, change, mess
     assert not list((tmp_path / "out").rglob("*.keras"))
 
 
+def test_recipe_data_must_be_finite_before_training(files, tmp_path, monkeypatch):
+    monkeypatch.setattr("kmot.recipes.run._run_step", lambda *a, **k: pytest.fail("trained"))
+    with np.load(files / "train.npz") as npz:
+        x, y = npz["x"].copy(), npz["y"]
+    x[3, 2, 1, 0] = np.inf
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    with pytest.raises(RecipeError, match=r"Training data must be finite.*Received: "
+                       r"x\[3, 2, 1, 0\] is inf"):
+        optimize(files / "base.keras", TINY_RECIPE, train_data=tmp_path / "train.npz",
+                 val_data=files / "val.npz", out_dir=tmp_path / "out", progress=False)
+
+
 # -- item 8: a key written twice in YAML is an error, not "the last one wins" -------
 
 def test_duplicate_budget_keys_are_refused(tmp_path):

@@ -44,18 +44,21 @@ class PipelineResult:
 
 
 def _xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    from kmot._npz import check_finite, read_npz
+
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise RecipeError(f"No such {what} file. Expected an .npz with arrays x and y. Received: {path}")
-        with np.load(path) as npz:
-            if not {"x", "y"} <= set(npz.files):
-                raise RecipeError(
-                    f"The {what} file must hold arrays named 'x' and 'y'. Received: {sorted(npz.files)}")
-            return npz["x"], npz["y"]
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return np.asarray(data[0]), np.asarray(data[1])
-    raise RecipeError(f"Expected {what} as (x, y) or an .npz path. Received: {type(data).__name__}")
+        arrays = read_npz(data, error=RecipeError, what=f"{what} file",
+                          holding=" with arrays x and y", example="np.savez(path, x=x, y=y)")
+        if not {"x", "y"} <= set(arrays):
+            raise RecipeError(
+                f"The {what} file must hold arrays named 'x' and 'y'. Received: {sorted(arrays)}")
+        x, y, source = arrays["x"], arrays["y"], os.fspath(data)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y, source = np.asarray(data[0]), np.asarray(data[1]), f"the {what} arrays"
+    else:
+        raise RecipeError(f"Expected {what} as (x, y) or an .npz path. Received: {type(data).__name__}")
+    check_finite({"x": x, "y": y}, error=RecipeError, what=what.capitalize(), source=source)
+    return x, y
 
 
 def _model_key(model) -> str:
