@@ -92,3 +92,14 @@ def test_terminal_tables_fit_80_columns(report):
     assert "int8" in text and "float*" in text and "accuracy" in text
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "…" not in text  # nothing truncated
+
+
+def test_terminal_tables_print_names_and_notes_as_plain_text(report):
+    """A candidate named with rich markup prints literally on a default console."""
+    last = report.candidates[-1].model_copy(update={"name": "[/]x[red]",
+                                                   "notes": ["[bold]loud[/] note"]})
+    marked = report.model_copy(update={"candidates": [*report.candidates[:-1], last]})
+    console = Console(width=200, record=True)  # markup on, as rich's default
+    marked.print_table(console)
+    text = console.export_text()
+    assert "[/]x[red]" in text and "[bold]loud[/] note" in text

@@ -175,6 +175,7 @@ class Report(_Model):
         """Two rich Tables (quality, then cost), narrow enough for a terminal."""
         from rich import box
         from rich.table import Table
+        from rich.text import Text
 
         from kmot.evaluate.render import summary_rows
 
@@ -186,25 +187,29 @@ class Report(_Model):
                           "net peak memory, size, ops int/float/fallback"}
         for part, title in titles.items():
             headers, rows = summary_rows(self, part)
-            table = Table(title=title, caption="* baseline", box=box.SIMPLE_HEAVY, pad_edge=False)
+            # Names come from users and reports: plain text, never markup.
+            table = Table(title=Text(title), caption="* baseline", box=box.SIMPLE_HEAVY,
+                          pad_edge=False)
             for i, h in enumerate(headers):
                 table.add_column(_SHORT.get(h, h), justify="left" if i == 0 else "right",
                                  no_wrap=i == 0)
             for row in rows:
-                table.add_row(row[0].replace(" (baseline)", "*"), *row[1:])
+                table.add_row(*(Text(str(cell)) for cell in
+                                (row[0].replace(" (baseline)", "*"), *row[1:])))
             out.append(table)
         return out
 
     def print_table(self, console: Any = None) -> None:
         """Prints the summary tables (and any notes) to a rich console."""
         from rich.console import Console
+        from rich.text import Text
 
         console = console or Console()
         for table in self.tables():
             console.print(table)
         for c in self.candidates:
             for note in c.notes:
-                console.print(f"[yellow]note[/] {c.name}: {note}", soft_wrap=True)
+                console.print(Text.assemble(("note", "yellow"), f" {c.name}: {note}"), soft_wrap=True)
 
 
 # Terminal headers: two tables must fit 80 columns.
