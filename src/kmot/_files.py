@@ -6,27 +6,50 @@ then renamed over the target. A reader never sees a half-written file, a crash
 leaves at most a ``.<name>.<random>.part`` file (which ``kmot registry gc`` and
 the next write ignore), and the file gets the permissions of any file the user
 creates (``0o666`` less the umask; `tempfile.mkstemp` would give ``0o600``).
+Writing a file first removes the ``.part`` files earlier, killed writes of the
+same name left beside it, once they are older than `STALE_SECONDS` (a write in
+progress keeps its file fresh).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import secrets
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["PART_SUFFIX", "atomic_path", "copy_atomically", "sha256_file", "write_atomic"]
+__all__ = ["PART_SUFFIX", "STALE_SECONDS", "atomic_path", "remove_stale_parts", "copy_atomically", "sha256_file", "write_atomic"]
 
 #: The suffix of every temporary file a write leaves behind if it is killed.
 PART_SUFFIX = ".part"
+#: How old a left-behind ``.part`` file must be before the next write removes it.
+STALE_SECONDS = 3600.0
 _CHUNK = 1 << 20
+
+
+def remove_stale_parts(folder: Path, stem: str, *, older_than: float = STALE_SECONDS) -> int:
+    """Removes killed writes' ``.<stem>.<random>.part*`` files older than ``older_than`` s."""
+    removed = 0
+    cutoff = time.time() - older_than
+    with contextlib.suppress(OSError):
+        for candidate in folder.glob(f".{glob.escape(stem)}.*{PART_SUFFIX}*"):
+            with contextlib.suppress(OSError):
+                info = candidate.lstat()
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                    candidate.unlink()
+                    removed += 1
+    return removed
 
 
 def temp_path(folder: Path, stem: str) -> Path:
     """A new, unused temporary path in ``folder`` for a file that will be named ``stem``."""
+    remove_stale_parts(folder, stem)
     return folder / f".{stem}.{secrets.token_hex(8)}{PART_SUFFIX}"
 
 
@@ -111,6 +134,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path.parent, path.name)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}{PART_SUFFIX}{suffix}"
     try:
         yield tmp
