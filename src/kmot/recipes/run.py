@@ -61,6 +61,23 @@ def _xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _check_fits(model, x: np.ndarray, y: np.ndarray, what: str) -> None:
+    """The data fits the model's input and has one label per sample, before any work."""
+    from kmot.export.calibration import input_specs
+
+    specs = input_specs(model)
+    described = ", ".join(s.describe() for s in specs)
+    if len(specs) != 1 or x.ndim != len(specs[0].shape) or any(
+            want is not None and want != got for want, got in zip(specs[0].shape[1:], x.shape[1:])):
+        raise RecipeError(
+            f"The {what} does not fit the model's input(s) {described}. Expected x of shape "
+            f"(num_samples, {', '.join('None' if d is None else str(d) for d in specs[0].shape[1:])})"
+            f" for a one-input model. Received: x of shape {x.shape}")
+    if y.ndim == 0 or len(y) != len(x):
+        raise RecipeError(f"The {what} needs one label per sample. Expected y with {len(x)} "
+                          f"rows. Received: y of shape {y.shape}")
+
+
 def _model_key(model) -> str:
     digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
     for w in model.get_weights():
@@ -219,6 +236,8 @@ def optimize(
     baseline = load_model(model)
     x, y = _xy(train_data, "training data")
     x_val, y_val = _xy(val_data, "validation data")
+    _check_fits(baseline, x, y, "training data")
+    _check_fits(baseline, x_val, y_val, "validation data")
     out = Path(out_dir)
     (out / "steps").mkdir(parents=True, exist_ok=True)
     _remove_partial(out)  # one run per output folder: a leftover is from a killed one
