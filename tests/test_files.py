@@ -4,6 +4,7 @@ import os
 import stat
 import time
 
+import numpy as np
 import pytest
 
 from kmot._files import atomic_path, copy_atomically, write_atomic
@@ -49,3 +50,24 @@ def test_files_get_the_umask_permissions_and_a_failed_write_leaves_nothing(tmp_p
         tmp.write_bytes(b"half")
         raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_tflite_files_and_reports_get_the_umask_permissions(tmp_path):
+    """They were written 0600 whatever the umask (tempfile.mkstemp)."""
+    import keras
+
+    from kmot.export import to_litert
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    old = os.umask(0o022)
+    try:
+        to_litert(model, tmp_path / "m.tflite")
+        from kmot.evaluate import compare
+
+        x = np.random.default_rng(0).random((8, 3)).astype("float32")
+        paths = compare({"m": tmp_path / "m.tflite"}, data=(x, np.zeros(8, int)), runs=2,
+                        warmup=1, memory=False).save(tmp_path / "report")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "m.tflite", *paths.values()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
