@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 #: Totals printed at the end of the run: "kills", "bad_inputs", "failures".
 COUNTS: Counter = Counter()
@@ -60,3 +61,15 @@ def run_killed(args: list[str], delay: float, *, cwd=None, env=None) -> bool:
         proc.wait()
         COUNTS["kills"] += 1
         return True
+
+
+def unwritable_folder(folder: Path) -> Path:
+    """A folder that takes no new files: chmod for a user; for root, a path on procfs."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").write_bytes(b"")
+    except OSError:
+        return folder
+    (folder / "probe").unlink()
+    return Path("/proc/kmot-read-only")

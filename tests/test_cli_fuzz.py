@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from faults import COUNTS
+from faults import COUNTS, unwritable_folder
 from typer.testing import CliRunner
 
 from kmot.cli import app
@@ -33,18 +33,6 @@ def tree(folder: Path) -> dict:
     """
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             if p.is_file() else "folder" for p in sorted(folder.rglob("*"))}
-
-
-def unwritable_folder(folder: Path) -> Path:
-    """A folder that takes no new files: chmod for a user; for root, a path on procfs."""
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").write_bytes(b"")
-    except OSError:
-        return folder
-    (folder / "probe").unlink()
-    return Path("/proc/kmot-read-only")
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from faults import cli_env
+from faults import cli_env, unwritable_folder
 from typer.testing import CliRunner
 
 from kmot import demo as demo_module
@@ -237,24 +236,11 @@ def no_conversion(monkeypatch):
     monkeypatch.setattr(export_api, "to_litert", refuse)
 
 
-def unwritable_folder(tmp_path):
-    """A folder that takes no new files: chmod for a user; for root, a path on procfs."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").write_bytes(b"")
-    except OSError:
-        return folder
-    (folder / "probe").unlink()
-    return Path("/proc/kmot-read-only")
-
-
 def test_convert_output_is_checked_before_converting(files, tmp_path, no_conversion):
     (tmp_path / "a-file").write_text("keep me")
     for output, words in ((tmp_path, "which is a folder"),
                           (tmp_path / "a-file" / "o.tflite", "is a file"),
-                          (unwritable_folder(tmp_path) / "o.tflite", "does not take new files")):
+                          (unwritable_folder(tmp_path / "read-only") / "o.tflite", "does not take new files")):
         result = cli("convert", files / "m.keras", "-o", output)
         assert failed_cleanly(result), result.output  # before: exit 1, after converting
         assert words in result.output
@@ -344,7 +330,21 @@ def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, files):
     assert result.exit_code == 130 and result.stderr.strip() == "interrupted"
 
 
-def test_a_ctrl_c_swallowed_during_conversion_still_writes_nothing(monkeypatch, files, tmp_path):
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt here, even when pytest itself was started with
+    SIGINT ignored (a background job), which kmot's boundary rightly leaves alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _default_sigint():  # for a child: what an interactive shell gives a command
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_a_ctrl_c_swallowed_during_conversion_still_writes_nothing(monkeypatch, files, tmp_path,
+                                                                    sigint_raises):
     real = export_api.to_litert
 
     def converter_that_swallows_the_interrupt(*args, **kwargs):
@@ -368,7 +368,8 @@ def test_ctrl_c_during_a_real_convert_stops_it(files, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-I", "-m", "kmot.cli", "convert", str(files / "m.keras"), "-o",
          str(out), "--quantize", "int8", "--calibration", str(files / "ok.npz")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(TMPDIR=str(temp)))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(TMPDIR=str(temp)),
+        preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while not any(temp.glob("kmot-export-*")) and proc.poll() is None:
         assert time.monotonic() < deadline, "the conversion never started"

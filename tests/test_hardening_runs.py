@@ -293,11 +293,12 @@ def test_qat_keeps_a_custom_layer_without_get_config_in_float():
     from kmot.core import OptimizedLayer
     from kmot.quantization import quantize_model
 
-    model = with_custom(Doubling(3.0))
+    layer = Doubling(3.0)  # auto-named: "doubling", or "doubling_1" after another one
+    model = with_custom(layer)
     with pytest.warns(UserWarning, match=r"1 layer\(s\) cannot be quantized and stay float: "
-                      r"doubling \(Doubling\)"):
+                      rf"{layer.name} \(Doubling\)"):
         qat = quantize_model(model)
-    assert type(qat.get_layer("doubling")) is Doubling  # float, as the warning says
+    assert type(qat.get_layer(layer.name)) is Doubling  # float, as the warning says
     wrapped = {layer.layer.name for layer in qat.layers if isinstance(layer, OptimizedLayer)}
     assert wrapped == {"first", "last"}  # the rest of the model is quantized
     x = np.random.default_rng(0).random((16, 8)).astype("float32")

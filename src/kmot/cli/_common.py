@@ -24,7 +24,7 @@ import traceback
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -169,11 +169,6 @@ def _options(
         False, "--debug", help="on an unexpected error, print the full traceback"),
 ) -> None:
     """kmot: make Keras 3 models smaller and faster for LiteRT, with proof."""
-
-
-def _fail(err: Exception) -> NoReturn:
-    """Hands ``err`` to the error boundary (which prints ``error: ...``, exit 2)."""
-    raise err
 
 
 def _load_runtime() -> None:

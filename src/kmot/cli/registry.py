@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from kmot.cli._common import _fail, app, console
-from kmot.errors import KmotError
+from kmot.cli._common import app, console
 
 registry_app = typer.Typer(
     help="Model registry: versioned, checksummed artifacts; promote, rollback, pull, gc, "
@@ -55,17 +54,14 @@ def registry_push(
     """Store an artifact as the next version of NAME (checksummed, content-addressed)."""
     from kmot.errors import RegistryError
 
-    try:
-        pairs = [item.split("=", 1) for item in meta or ()]
-        if any(len(pair) != 2 or not pair[0] for pair in pairs):
-            raise RegistryError(f"Expected --meta KEY=VALUE. Received: --meta {meta}")
-        registry = _open_registry(root)
-        version = registry.push(artifact, name=name, report=report, metadata=dict(pairs),
-                                tags=tag or ())
-        if promote:
-            version = registry.promote(name, version.version)
-    except KmotError as err:
-        _fail(err)
+    pairs = [item.split("=", 1) for item in meta or ()]
+    if any(len(pair) != 2 or not pair[0] for pair in pairs):
+        raise RegistryError(f"Expected --meta KEY=VALUE. Received: --meta {meta}")
+    registry = _open_registry(root)
+    version = registry.push(artifact, name=name, report=report, metadata=dict(pairs),
+                            tags=tag or ())
+    if promote:
+        version = registry.promote(name, version.version)
     if as_json:
         print(json.dumps(version.to_dict(), indent=2))
         return
@@ -80,11 +76,8 @@ def registry_list(
     root: RegistryRoot = None,
 ) -> None:
     """List models (name, versions, production), or every version of NAME."""
-    try:
-        registry = _open_registry(root)
-        rows = registry.models() if name is None else registry.list(name)
-    except KmotError as err:
-        _fail(err)
+    registry = _open_registry(root)
+    rows = registry.models() if name is None else registry.list(name)
     if as_json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
         return
@@ -120,10 +113,7 @@ def registry_show(
     root: RegistryRoot = None,
 ) -> None:
     """Show one version: checksum, size, source, metrics, metadata (--json: and the report)."""
-    try:
-        v = _open_registry(root).show(name, version)
-    except KmotError as err:
-        _fail(err)
+    v = _open_registry(root).show(name, version)
     if as_json:
         print(json.dumps(v.to_dict(), indent=2))
         return
@@ -148,10 +138,7 @@ def registry_promote(
     root: RegistryRoot = None,
 ) -> None:
     """Make VERSION the production version of NAME (the previous one stays for rollback)."""
-    try:
-        v = _open_registry(root).promote(name, version)
-    except KmotError as err:
-        _fail(err)
+    v = _open_registry(root).promote(name, version)
     console.print(f"{v.label} is production")
 
 
@@ -161,10 +148,7 @@ def registry_rollback(
     root: RegistryRoot = None,
 ) -> None:
     """Make the previous production version of NAME current again (atomic)."""
-    try:
-        v = _open_registry(root).rollback(name)
-    except KmotError as err:
-        _fail(err)
+    v = _open_registry(root).rollback(name)
     console.print(f"rolled back: {v.label} is production again")
 
 
@@ -175,10 +159,7 @@ def registry_history(
     root: RegistryRoot = None,
 ) -> None:
     """Every promote and rollback of NAME, oldest first."""
-    try:
-        events = _open_registry(root).history(name)
-    except KmotError as err:
-        _fail(err)
+    events = _open_registry(root).history(name)
     if as_json:
         print(json.dumps([e.to_dict() for e in events], indent=2))
         return
@@ -203,10 +184,7 @@ def registry_pull(
     root: RegistryRoot = None,
 ) -> None:
     """Copy a version's artifact out, verifying its sha256 (nothing is written on mismatch)."""
-    try:
-        path = _open_registry(root).pull(name, version, dest=output)
-    except KmotError as err:
-        _fail(err)
+    path = _open_registry(root).pull(name, version, dest=output)
     console.print(f"wrote {path} (sha256 verified)", soft_wrap=True)
 
 
@@ -250,10 +228,7 @@ def registry_gc(
 
     Safe while others push: files younger than --grace are kept.
     """
-    try:
-        result = _open_registry(root).gc(grace=_parse_duration(grace), dry_run=dry_run)
-    except KmotError as err:
-        _fail(err)
+    result = _open_registry(root).gc(grace=_parse_duration(grace), dry_run=dry_run)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -277,10 +252,7 @@ def registry_verify(
     root: RegistryRoot = None,
 ) -> None:
     """Check every stored object against its sha256; exit 1 if any is missing or corrupted."""
-    try:
-        result = _open_registry(root).verify()
-    except KmotError as err:
-        _fail(err)
+    result = _open_registry(root).verify()
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
