@@ -72,10 +72,23 @@ def test_layer_error_names_layers(files):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_runs_end_to_end_showing_each_stage_and_epoch(tmp_path, monkeypatch):
+    from kmot import demo
+
+    said, real = [], demo.run_demo
+
+    def recording(*args, progress, **kwargs):
+        return real(*args, progress=lambda m: (said.append(str(m)), progress(m)), **kwargs)
+
+    monkeypatch.setattr(demo, "run_demo", recording)
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--epochs", "3",
                                  "--finetune-epochs", "1"])
     assert result.exit_code == 0, result.output
+    for stage, epochs in (("training the baseline", 3), ("pruning 80% (global allocation)", 1),
+                          ("clustering (16 clusters)", 1), ("quantization-aware training", 1),
+                          ("pruning-preserving QAT", 1), ("distilling a half-size student", 3)):
+        assert [f"{stage}: epoch {i}/{epochs}" for i in range(1, epochs + 1)] == [
+            m for m in said if m.startswith(f"{stage}: epoch")], said
     for name in ("baseline", "ptq_int8", "pruned_80", "clustered_16", "qat_int8", "pqat_int8",
                  "student_int8"):
         assert (tmp_path / f"{name}.tflite").is_file()

@@ -18,7 +18,8 @@ __all__ = ["train_digits_baseline", "ptq_rows", "run_demo", "PTQ_MODES"]
 PTQ_MODES = ("float32", "float16", "dynamic", "int8")
 
 
-def train_digits_baseline(*, epochs: int = 15, seed: int = 0, verbose: int = 0):
+def train_digits_baseline(*, epochs: int = 15, seed: int = 0, verbose: int = 0,
+                          callbacks: list | None = None):
     """Trains the benchmark's digits CNN (Adam 1e-3, batch 64).
 
     Returns:
@@ -31,8 +32,20 @@ def train_digits_baseline(*, epochs: int = 15, seed: int = 0, verbose: int = 0):
     keras.utils.set_random_seed(seed)
     data = digits(seed=seed)
     model = digits_cnn()
-    model.fit(data[0], data[1], batch_size=64, epochs=epochs, verbose=verbose)
+    model.fit(data[0], data[1], batch_size=64, epochs=epochs, verbose=verbose,
+              callbacks=callbacks)
     return model, data
+
+
+def epoch_progress(say: Callable[[str], None], stage: str, epochs: int):
+    """A Keras callback saying ``"<stage>: epoch i/n"`` as each epoch starts."""
+    import keras
+
+    class _Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            say(f"{stage}: epoch {epoch + 1}/{epochs}")
+
+    return _Progress()
 
 
 def ptq_rows(
@@ -114,15 +127,21 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda message: None)
-    say(f"training the baseline ({epochs} epochs)")
-    base, (x_train, y_train, x_test, y_test) = train_digits_baseline(epochs=epochs, seed=seed)
+    base, (x_train, y_train, x_test, y_test) = train_digits_baseline(
+        epochs=epochs, seed=seed, callbacks=[epoch_progress(say, "training the baseline", epochs)])
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    stage = {"name": ""}
 
     def finetune(model, n=finetune_epochs):
         keras.utils.set_random_seed(seed)
         model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
-        model.fit(x_train, y_train, batch_size=64, epochs=n, verbose=0)
+        model.fit(x_train, y_train, batch_size=64, epochs=n, verbose=0,
+                  callbacks=[epoch_progress(say, stage["name"], n)])
         return model
+
+    def begin(name):
+        stage["name"] = name
+        say(name)
 
     files: dict[str, Path] = {}
 
@@ -132,24 +151,26 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
 
     export("baseline", base)
     export("ptq_int8", base, quantize="int8")
-    say("pruning 80% (global allocation)")
+    begin("pruning 80% (global allocation)")
     steps = finetune_epochs * int(np.ceil(len(x_train) / 64))
     schedule = sparsity.PolynomialDecay(0.0, 0.8, 0, int(0.7 * steps), frequency=max(1, steps // 20))
     pruned = sparsity.strip_pruning(finetune(sparsity.prune_low_magnitude(
         base, pruning_schedule=schedule, sparsity_allocation="global")))
     export("pruned_80", pruned)
-    say("clustering (16 clusters)")
+    begin("clustering (16 clusters)")
     export("clustered_16", clustering.strip_clustering(finetune(clustering.cluster_weights(
         base, number_of_clusters=16))))
-    say("quantization-aware training")
+    begin("quantization-aware training")
     export("qat_int8", finetune(quantization.quantize_model(base)))
-    say("pruning-preserving QAT")
+    begin("pruning-preserving QAT")
     export("pqat_int8", finetune(quantization.quantize_model(pruned, preserve_sparsity=True)))
     say("distilling a half-size student")
     keras.utils.set_random_seed(seed)
     student = digits_cnn(filters=(16, 32), units=32, compile=False, name="digits_student")
     student.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
-    student = distillation.distill(student, base, x_train, y_train, epochs=epochs, batch_size=64)
+    student = distillation.distill(student, base, x_train, y_train, epochs=epochs, batch_size=64,
+                                   callbacks=[epoch_progress(say, "distilling a half-size student",
+                                                             epochs)])
     export("student_int8", student, quantize="int8")
 
     say("evaluating every file on the same data")
