@@ -10,7 +10,12 @@ run: batch 1, 1 thread, the default XNNPACK delegate, rounds alternating between
 the models. ``speedup_per_mac_reduction`` is the measured speed-up divided by the
 MAC reduction: how much of the arithmetic saving LiteRT turns into time.
 
-    python benchmarks/structured.py [--epochs 15] [--rounds 15]
+With ``--applications``: keras.applications MobileNetV2 at 96x96 and ResNet50 at
+64x64 (weights=None, untrained: speed does not depend on the weights' values),
+pruned 30/50/70% by l2: parameters, MACs and the measured float and int8 speed-up
+(int8 by post-training quantization, calibrated).
+
+    python benchmarks/structured.py [--epochs 15] [--rounds 15] [--applications]
 """
 
 from __future__ import annotations
@@ -93,13 +98,57 @@ def _p50s(contents: dict[str, bytes], x, rounds: int, runs: int = 50) -> dict[st
     return {name: float(np.percentile(t, 50)) for name, t in times.items()}
 
 
+def applications(sparsities, rounds: int) -> None:
+    """MobileNetV2 at 96x96 and ResNet50 at 64x64 (weights=None), pruned by l2: params,
+    MACs and the measured float and int8 (post-training, calibrated) speed-up."""
+    import keras
+    import numpy as np
+
+    from kmot import sparsity
+    from kmot.core.cost import macs
+    from kmot.export import to_litert
+
+    for name, size in (("MobileNetV2", 96), ("ResNet50", 64)):
+        keras.utils.set_random_seed(0)
+        base = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None,
+                                                 classes=10)
+        calibration = np.random.default_rng(0).uniform(-1, 1, (32, size, size, 3)).astype("float32")
+        models = {"base": base, **{f"{s:.0%}": sparsity.prune_channels(base, sparsity=s)
+                                   for s in sparsities}}
+        contents = {}
+        for label, model in models.items():
+            contents[f"{label}/float"] = to_litert(model)
+            contents[f"{label}/int8"] = to_litert(model, quantize="int8",
+                                                  representative_data=calibration)
+        p50 = _p50s(contents, calibration, rounds, runs=10)
+        for label, model in models.items():
+            if label == "base":
+                continue
+            reduction = macs(base) / macs(model)
+            speedups = {m: p50[f"base/{m}"] / p50[f"{label}/{m}"] for m in ("float", "int8")}
+            print(json.dumps({
+                "benchmark": "structured", "model": f"{name}_{size}", "variant": f"l2 {label}",
+                "params": [base.count_params(), model.count_params()],
+                "macs": [macs(base), macs(model)], "mac_reduction": round(reduction, 3),
+                "p50_ms_float": [round(p50["base/float"], 3), round(p50[f"{label}/float"], 3)],
+                "p50_ms_int8": [round(p50["base/int8"], 3), round(p50[f"{label}/int8"], 3)],
+                "speedup_float": round(speedups["float"], 3), "speedup_int8": round(speedups["int8"], 3),
+                "speedup_per_mac_reduction": {m: round(v / reduction, 3) for m, v in speedups.items()},
+            }), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15, help="baseline epochs")
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--applications", action="store_true",
+                        help="only MobileNetV2 (96x96) and ResNet50 (64x64) at 30/50/70%%")
     args = parser.parse_args()
+    if args.applications:
+        applications((0.3, 0.5, 0.7), args.rounds)
+        return
 
     import keras
 
