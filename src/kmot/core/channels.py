@@ -475,8 +475,8 @@ class ChannelGraph:
             mask = np.empty(len(ids), bool)
             for n, i in enumerate(ids.tolist()):
                 root = self.find(i)
-                if root not in cache:
-                    cache[root] = self.fixed_reason(root, [root]) is not None or bool(keep(root))
+                if root not in cache:  # fixed channels are cached as kept below
+                    cache[root] = bool(keep(root))
                 mask[n] = cache[root]
             return np.flatnonzero(mask)
 
