@@ -77,6 +77,27 @@ def subclassed(digits_data):
     return _fit(net, x, y, epochs=3)
 
 
+def test_one_tensor_through_several_relu_layers_is_fully_int8(digits_data):
+    """NASNet applies ReLU to one tensor in up to five places (before a conv, an
+    average pooling, a padded strided separable conv); TF merges the identical ReLUs
+    into one op, which takes one output scale: with a quantizer each, it stayed float."""
+    x_train, y_train, x_test, _ = digits_data
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = L.BatchNormalization()(L.Conv2D(8, 3, use_bias=False)(inputs))
+    a = L.Conv2D(8, 1)(L.Activation("relu")(x))
+    b = L.Conv2D(8, 1)(L.AveragePooling2D((1, 1), strides=2)(L.Activation("relu")(x)))
+    c = L.SeparableConv2D(8, 3, strides=2)(L.ZeroPadding2D(((0, 1), (0, 1)))(L.Activation("relu")(x)))
+    pooled = [L.GlobalAveragePooling2D()(t) for t in (a, b, c)]
+    model = keras.Model(inputs, L.Dense(10)(L.Concatenate()(pooled)))
+    qat = quantization.quantize_model(model)
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
+    content = to_litert(qat)  # strict: raises while a RELU stays float
+    assert inspect(content).float_ops_between_io() == []
+    assert parity(qat, content, x_test).argmax_agreement >= 0.97
+
+
 def test_subclassed_model_through_prune_and_cluster(subclassed, digits_data, diff):
     x, y, x_test, y_test = digits_data
     before = [w.numpy().copy() for w in subclassed.weights]

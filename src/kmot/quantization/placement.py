@@ -7,6 +7,8 @@ quantizers follow every tensor LiteRT writes at a new scale.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import keras
@@ -64,6 +66,19 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
     def quantized(name, fixed=None):
         """Puts a quantizer after each float tensor (integer outputs pass)."""
         return lambda t: quantizer(name, fixed)(t) if "float" in str(t.dtype) else t
+
+    relu_quantizers: dict[tuple, Any] = {}
+
+    def shared_relu_quantizer(layer, name, source):
+        """One quantizer for every ReLU of the same tensor (NASNet applies up to five):
+        TF merges identical ReLUs into one op, which takes one output scale."""
+        config = layer.get_config() if hasattr(layer, "get_config") else {}
+        signature = json.dumps({k: v for k, v in config.items() if k != "name"},
+                               sort_keys=True, default=str)
+        key = (id(source), type(layer).__name__, signature)
+        if key not in relu_quantizers:
+            relu_quantizers[key] = quantizer(name)
+        return relu_quantizers[key]
 
     def replace(layer):
         inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
@@ -138,6 +153,9 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
             return quantizer(name)(add(out))
         if rule.output == "keep" or name in fused:
             return out
+        if (rule.output == "relu" and len(args) == 1 and not isinstance(args[0], (list, tuple))
+                and "float" in str(out.dtype)):
+            return shared_relu_quantizer(layer, name, args[0])(out)
         if rule.output == "same":
             upstream = _upstream_quantizer(args[0])
             if upstream is not None:  # its range, not updated by this second use
