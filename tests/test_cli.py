@@ -93,5 +93,37 @@ def test_demo_runs_end_to_end_showing_each_stage_and_epoch(tmp_path, monkeypatch
                  "student_int8"):
         assert (tmp_path / f"{name}.tflite").is_file()
         assert name in result.output
-    assert (tmp_path / "report" / "report.html").is_file()
-    assert "gate" in result.output
+    assert "gate: PASSED" in result.output and "registry: pqat_int8 is digits v1" in result.output
+
+    # The report is a release record: memory, how each candidate was made, the
+    # gate's verdict and the registry version, in report.json and in the page.
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    candidates = {c["name"]: c for c in record["candidates"]}
+    assert record["settings"]["memory"] is True
+    assert all(c["memory"]["net_mb"] > 0 for c in candidates.values())
+    assert [s["technique"] for s in candidates["pqat_int8"]["provenance"]["steps"]] == [
+        "prune_low_magnitude", "fine-tune", "strip_pruning", "quantize_model", "fine-tune"]
+    assert candidates["pqat_int8"]["provenance"]["export"] == "int8"
+    (source,) = {c["provenance"]["source_sha256"] for n, c in candidates.items()
+                 if n != "baseline"}  # every candidate was made from the one baseline
+    assert len(source) == 64 and candidates["baseline"]["provenance"]["steps"][0]["technique"] \
+        == "train"
+    assert record["gate"]["passed"] is True
+    assert {c["candidate"] for c in record["gate"]["checks"]} == {"pqat_int8"}
+    (registration,) = record["registrations"]
+    assert registration == {"candidate": "pqat_int8", "name": "digits", "version": 1,
+                            "sha256": registration["sha256"], "stage": "production",
+                            "registry": str((tmp_path / "registry").resolve())}
+    from kmot._files import sha256_file
+
+    assert registration["sha256"] == sha256_file(tmp_path / "pqat_int8.tflite")
+
+    from evaluate.test_html import console_messages, run_chromium
+
+    url = (tmp_path / "report" / "report.html").resolve().as_uri()
+    dom = run_chromium(tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert console_messages(dom) == []
+    for shown in ("digits v1", "(production)", "Gate: ", "PASSED", "prune_low_magnitude",
+                  "memory 3.", "pqat_int8: accuracy"):
+        assert shown in dom.stdout, shown

@@ -120,6 +120,7 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
     import keras
 
     from kmot import clustering, distillation, evaluate, quantization, sparsity
+    from kmot._hashing import model_sha256
     from kmot.data import digits_cnn
     from kmot.export import to_litert
     from kmot.registry import Registry
@@ -144,26 +145,41 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
         say(name)
 
     files: dict[str, Path] = {}
+    made: dict[str, dict[str, Any]] = {}
+    origin = {"source": "baseline", "source_sha256": model_sha256(base)}
+    tune = {"technique": "fine-tune", "options": {"epochs": finetune_epochs,
+                                                  "optimizer": "Adam(1e-3)", "batch_size": 64}}
 
-    def export(name, model, **kwargs):
+    def export(name, model, steps, **kwargs):
         files[name] = out / f"{name}.tflite"
         to_litert(model, files[name], representative_data=x_train, **kwargs)
+        made[name] = {**origin, "steps": steps, "export": kwargs.get("quantize", "float32")}
 
-    export("baseline", base)
-    export("ptq_int8", base, quantize="int8")
+    export("baseline", base, [])
+    made["baseline"] = {"export": "float32", "steps": [{"technique": "train", "options": {
+        "model": "kmot.data.digits_cnn()", "epochs": epochs, "optimizer": "Adam(1e-3)",
+        "batch_size": 64, "seed": seed}}]}
+    export("ptq_int8", base, [], quantize="int8")
     begin("pruning 80% (global allocation)")
     steps = finetune_epochs * int(np.ceil(len(x_train) / 64))
     schedule = sparsity.PolynomialDecay(0.0, 0.8, 0, int(0.7 * steps), frequency=max(1, steps // 20))
     pruned = sparsity.strip_pruning(finetune(sparsity.prune_low_magnitude(
         base, pruning_schedule=schedule, sparsity_allocation="global")))
-    export("pruned_80", pruned)
+    prune_steps = [{"technique": "prune_low_magnitude", "options": {
+        "final_sparsity": 0.8, "schedule": "PolynomialDecay over 70% of the steps",
+        "sparsity_allocation": "global"}}, tune, {"technique": "strip_pruning"}]
+    export("pruned_80", pruned, prune_steps)
     begin("clustering (16 clusters)")
     export("clustered_16", clustering.strip_clustering(finetune(clustering.cluster_weights(
-        base, number_of_clusters=16))))
+        base, number_of_clusters=16))), [{"technique": "cluster_weights", "options": {
+            "number_of_clusters": 16}}, tune, {"technique": "strip_clustering"}])
     begin("quantization-aware training")
-    export("qat_int8", finetune(quantization.quantize_model(base)))
+    qat = [{"technique": "quantize_model"}, tune]
+    export("qat_int8", finetune(quantization.quantize_model(base)), qat, quantize="int8")
     begin("pruning-preserving QAT")
-    export("pqat_int8", finetune(quantization.quantize_model(pruned, preserve_sparsity=True)))
+    export("pqat_int8", finetune(quantization.quantize_model(pruned, preserve_sparsity=True)),
+           [*prune_steps, {"technique": "quantize_model", "options": {"preserve_sparsity": True}},
+            tune], quantize="int8")
     say("distilling a half-size student")
     keras.utils.set_random_seed(seed)
     student = digits_cnn(filters=(16, 32), units=32, compile=False, name="digits_student")
@@ -171,19 +187,25 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
     student = distillation.distill(student, base, x_train, y_train, epochs=epochs, batch_size=64,
                                    callbacks=[epoch_progress(say, "distilling a half-size student",
                                                              epochs)])
-    export("student_int8", student, quantize="int8")
+    export("student_int8", student, [{"technique": "distill", "options": {
+        "student": "digits_cnn(filters=(16, 32), units=32)", "teacher": "baseline",
+        "epochs": epochs}}], quantize="int8")
 
     say("evaluating every file on the same data")
     report = evaluate.compare({name: path for name, path in files.items()}, data=(x_test, y_test),
-                              baseline="baseline", runs=100, warmup=10, memory=False)
-    report.save(out / "report")
+                              baseline="baseline", runs=100, warmup=10, provenance=made)
     budgets = {"max_accuracy_drop": 0.01, "max_gzip_bytes": 40_000}
     verdict = evaluate.gate(report, budgets, candidate="pqat_int8")
+    report = report.with_gate(verdict)
+    report.save(out / "report")
     registered = None
     if verdict.passed:
         registry = Registry(registry_root if registry_root is not None else out / "registry")
         registered = registry.push(files["pqat_int8"], name="digits",
                                    report=out / "report" / "report.json")
-        registry.promote("digits", registered.version)
+        registered = registry.promote("digits", registered.version)
+        report = report.with_registration(registered, candidate="pqat_int8",
+                                          registry=registry.root.resolve())
+        report.save(out / "report")
     return {"report": report, "gate": verdict, "registered": registered, "files": files,
             "budgets": budgets}

@@ -24,8 +24,21 @@ def run_chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
     command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu",
                "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-               *args]
+               "--enable-logging=stderr", "--v=0", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def console_messages(done: subprocess.CompletedProcess) -> list[str]:
+    """What the page wrote to its JavaScript console (errors included), from the log."""
+    return [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_console_messages_are_seen(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><body><script>notDefined();</script></body></html>")
+    done = run_chromium(tmp_path, "--dump-dom", page.resolve().as_uri())
+    assert done.returncode == 0
+    assert any("notDefined is not defined" in m for m in console_messages(done))
 
 
 @pytest.mark.slow
@@ -35,6 +48,7 @@ def test_html_report_renders_with_its_plots(report, tmp_path):
 
     dom = run_chromium(tmp_path, "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
+    assert console_messages(dom) == []
     assert "<table" in dom.stdout and ">int8<" in dom.stdout
     for figure in ("plot-accuracy-size", "plot-latency"):
         match = re.search(rf'<figure id="{figure}">(.*?)</figure>', dom.stdout, re.S)

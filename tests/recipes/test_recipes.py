@@ -62,6 +62,17 @@ def test_pipeline_runs_and_resumes(files):
     info = inspect(first.tflite)
     assert info.is_quantized and info.float_ops_between_io() == []
     assert min(w.sparsity for w in info.weights if not w.is_bias) >= 0.49  # pruning kept by PQAT
+    from kmot._files import sha256_file
+    from kmot.evaluate import Report
+
+    record = Report.load(out / "report")  # how it was made, and the gate's verdict
+    made = record.candidate("small").provenance
+    assert [(s.technique, s.options["epochs"]) for s in made.steps] == [("prune", 1),
+                                                                         ("quantize", 1)]
+    assert made.steps[0].options["final_sparsity"] == 0.5 and made.export == "int8"
+    assert made.recipe == "small" and len(made.recipe_sha256) == 64
+    assert made.source_sha256 == sha256_file(files / "base.keras")
+    assert record.gate.passed and record.gate.checks[0].budget == "max_accuracy_drop"
     again = optimize(files / "base.keras", RECIPE, train_data=files / "train.npz",
                      val_data=files / "val.npz", out_dir=out, progress=False)
     assert [s["reused"] for s in again.steps] == [True, True]

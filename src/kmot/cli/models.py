@@ -146,12 +146,8 @@ def demo(
     with console.status(Text("starting")) as status:
         result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, seed=seed,
                           progress=lambda message: status.update(Text(message)))
-    result["report"].print_table(console)
     console.print(result["gate"].table())
-    if result["registered"] is not None:
-        version = result["registered"]
-        console.print(f"registry: pushed and promoted {version.name} v{version.version} "
-                      f"({out / 'registry'})")
+    result["report"].print_table(console)
     console.print(f"report: {out / 'report' / 'report.html'}", soft_wrap=True)
 
 

@@ -17,7 +17,7 @@ from kmot.evaluate.compare import compare
 from kmot.evaluate.gate import Check, GateResult, gate
 from kmot.evaluate.memory import measure_peak_memory
 from kmot.evaluate.report import Report, report_schema
-from kmot.evaluate.schema import SCHEMA_VERSION, CandidateResult
+from kmot.evaluate.schema import SCHEMA_VERSION, CandidateResult, Provenance, Step
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -25,7 +25,9 @@ __all__ = [
     "CandidateResult",
     "Check",
     "GateResult",
+    "Provenance",
     "Report",
+    "Step",
     "compare",
     "gate",
     "load_budgets",

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
+from pydantic import ValidationError
+
 from kmot._quiet import captured_output
 from kmot._tempdirs import temporary_directory
 from kmot.errors import EvaluationError
@@ -19,7 +21,7 @@ from kmot.evaluate.memory import measure_peak_memory, peak_rss_mb
 from kmot.evaluate.metrics import MetricLike, fidelity, resolve_metrics
 from kmot.evaluate.report import Report
 from kmot.evaluate.runners import candidate_name, make_runner
-from kmot.evaluate.schema import CandidateResult, MetricInfo, Settings
+from kmot.evaluate.schema import CandidateResult, MetricInfo, Provenance, Settings
 
 __all__ = ["compare"]
 
@@ -96,6 +98,7 @@ def compare(
     memory: bool = True,
     predict_batch_size: int = 64,
     progress: bool | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Report:
     """Runs every candidate on the same validation data and measures it.
 
@@ -122,6 +125,9 @@ def compare(
         memory: measure peak memory in child processes (a few seconds each).
         predict_batch_size: batch used to compute outputs for metrics and fidelity.
         progress: show a progress bar (default: when stderr is a terminal).
+        provenance: ``{name: how it was made}`` for any candidates: a
+            `kmot.evaluate.Provenance` or its dict (``steps``, ``export``, ``recipe``,
+            ``source``, ``source_sha256``...), recorded in the report.
 
     Returns:
         A `Report`.
@@ -144,6 +150,7 @@ def compare(
             f"Expected baseline to name a candidate: {list(named)}. Received: "
             f"baseline={baseline!r}"
         )
+    made = _provenance(provenance, named)
     resolved = resolve_metrics(metrics)
     dataset = load_data(data)
     if dataset.y is None:
@@ -180,6 +187,7 @@ def compare(
         **p,
         metric_deltas={k: v - base["metrics"][k] for k, v in p["metrics"].items()},
         latency_ratio=p["latency"].p50_ms / max(base["latency"].p50_ms, 1e-9),
+        provenance=made.get(p["name"]),
     ) for p in (partial[n] for n in ordered)]
     return Report(
         kmot_version=_kmot_version(),
@@ -193,6 +201,32 @@ def compare(
                  for m in resolved],
         candidates=results,
     )
+
+
+def _provenance(provenance: Mapping[str, Any] | None,
+                named: Mapping[str, Any]) -> dict[str, Provenance]:
+    """Each entry checked: a known candidate, and a Provenance or a dict of its fields."""
+    if provenance is None:
+        return {}
+    if not isinstance(provenance, Mapping):
+        raise EvaluationError(
+            f"Expected provenance to be a dict {{candidate name: Provenance or dict}}. "
+            f"Received: {type(provenance).__name__}")
+    out = {}
+    for name, entry in provenance.items():
+        if name not in named:
+            raise EvaluationError(
+                f"Expected provenance keys to name candidates: {list(named)}. Received: {name!r}")
+        try:
+            out[name] = entry if isinstance(entry, Provenance) else Provenance.model_validate(entry)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+            raise EvaluationError(
+                f"Expected provenance[{name!r}] to have the fields of kmot.evaluate.Provenance "
+                f"(steps, export, recipe, recipe_sha256, source, source_sha256). Received: at "
+                f"{where}: {first['msg']}") from None
+    return out
 
 
 def _measure(runner: Any, x: list[Any], y: Any, metrics: list[Any], *, step: Any, workdir: str,

@@ -9,7 +9,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from kmot.evaluate.report import Report
     from kmot.evaluate.schema import CandidateResult
 
-__all__ = ["summary_rows", "markdown", "html", "human_bytes"]
+__all__ = ["summary_rows", "summary_lines", "provenance_lines", "release_lines", "markdown",
+           "html", "human_bytes"]
 
 
 def human_bytes(n: float) -> str:
@@ -68,6 +69,86 @@ def summary_rows(report: Report, part: str = "all") -> tuple[list[str], list[lis
     return [headers[i] for i in keep], [[row[i] for i in keep] for row in rows]
 
 
+def _ratio(before: float, after: float, better: str, worse: str) -> str:
+    """``3.7x smaller`` when after < before, ``1.2x larger`` when not."""
+    if after <= 0 or before <= 0:
+        return "-"
+    r = before / after
+    return f"{r:.1f}x {better}" if r >= 1 else f"{1 / r:.1f}x {worse}"
+
+
+def _delta_text(report: Report, c: CandidateResult) -> str | None:
+    name = report.primary_metric
+    if name is None or name not in c.metric_deltas:
+        return None
+    base = report.candidate(report.baseline).metrics[name]
+    delta = c.metric_deltas[name]
+    if 0 <= base <= 1 and 0 <= c.metrics[name] <= 1:  # a fraction: read in points
+        return f"{name} {100 * delta:+.1f} pt"
+    return f"{name} {delta:+.4g}"
+
+
+def summary_lines(report: Report) -> list[str]:
+    """Each candidate against the baseline in one line, then the gate and registry."""
+    base = report.candidate(report.baseline)
+    lines = []
+    for c in report.candidates:
+        if c.name == report.baseline:
+            continue
+        size = _ratio(base.size.bytes, c.size.bytes, "smaller", "larger")
+        gzip = _ratio(base.size.gzip_bytes, c.size.gzip_bytes, "smaller", "larger")
+        parts = [_delta_text(report, c), size, f"gzip {gzip}",
+                 _ratio(base.latency.p50_ms, c.latency.p50_ms, "faster", "slower")]
+        if c.memory is not None and base.memory is not None:
+            parts.append(f"memory {c.memory.net_mb:.1f} MB (baseline {base.memory.net_mb:.1f})")
+        lines.append(f"{c.name}: " + ", ".join(p for p in parts if p))
+    return lines + release_lines(report)
+
+
+def release_lines(report: Report) -> list[str]:
+    """The gate's verdict and the registry versions, one line each."""
+    lines = []
+    if report.gate is not None:
+        g = report.gate
+        passed = sum(c.passed for c in g.checks)
+        names = sorted({c.candidate for c in g.checks})
+        line = (f"gate: {'PASSED' if g.passed else 'FAILED'}, {passed} of {len(g.checks)} "
+                f"checks pass ({', '.join(names)})")
+        failed = [f"{c.candidate} {c.budget}: {c.detail}" for c in g.checks if not c.passed]
+        lines.append(line + ("; " + "; ".join(failed) if failed else ""))
+    for r in report.registrations:
+        lines.append(f"registry: {r.candidate} is {r.name} v{r.version}"
+                     + (f" ({r.stage})" if r.stage else "")
+                     + f", sha256 {r.sha256[:12]}, in {r.registry}")
+    return lines
+
+
+def _step_text(step) -> str:
+    options = ", ".join(f"{k}={v}" for k, v in step.options.items())
+    return f"{step.technique}({options})" if options else step.technique
+
+
+def provenance_lines(report: Report) -> list[tuple[str, str]]:
+    """``(candidate, how it was made)`` for every candidate whose provenance is known."""
+    out = []
+    for c in report.candidates:
+        p = c.provenance
+        if p is None:
+            continue
+        chain = [_step_text(s) for s in p.steps]
+        if p.export:
+            chain.append(f"export {p.export}")
+        parts = [" → ".join(chain) or "as given"]
+        if p.recipe:
+            parts.append(f"recipe {p.recipe}"
+                         + (f" (sha256 {p.recipe_sha256[:12]})" if p.recipe_sha256 else ""))
+        if p.source or p.source_sha256:
+            parts.append("from " + " ".join(
+                x for x in (p.source, p.source_sha256 and f"sha256 {p.source_sha256[:12]}") if x))
+        out.append((c.name, "; ".join(parts)))
+    return out
+
+
 def _settings_line(report: Report) -> str:
     s = report.settings
     return (f"{s.num_samples} validation samples; latency: {s.runs} runs after {s.warmup} "
@@ -93,20 +174,34 @@ def markdown(report: Report) -> str:
     ``<script>`` is shown, not run, by a Markdown viewer.
     """
     headers, rows = summary_rows(report)
+    summary = [f"- {_md(line)}" for line in summary_lines(report)]
     lines = [f"# kmot evaluation: {len(report.candidates)} candidate(s), baseline "
-             + _md(report.baseline), "", _md(_settings_line(report)), "",
+             + _md(report.baseline), "", *summary, *([""] if summary else []),
+             _md(_settings_line(report)), "",
              "| " + " | ".join(map(_md, headers)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
     lines += ["| " + " | ".join(map(_md, row)) + " |" for row in rows]
     lines += ["", "Deltas in parentheses are vs the baseline. Agreement: argmax agreement "
               "with the baseline; KL: KL(baseline || candidate). Memory: peak RSS of a "
               "process running the model minus an idle one."]
+    made = provenance_lines(report)
+    if made:
+        lines += ["", "## How each candidate was made", ""] + [f"- {_md(n)}: {_md(t)}"
+                                                             for n, t in made]
+    if report.gate is not None:
+        lines += ["", "## Gate", "", "| candidate | budget | value | limit | verdict |",
+                  "|---|---|---:|---:|---|"]
+        lines += [f"| {_md(c.candidate)} | {_md(c.budget)} | "
+                  f"{'not measured' if c.value is None else f'{c.value:.6g}'} | {c.limit:.6g} | "
+                  f"{'pass' if c.passed else 'FAIL'} |" for c in report.gate.checks]
     extra = [(c.name, op) for c in report.candidates if c.ops for op in c.ops.fallback_ops]
     if extra:
         lines += ["", "## Float fallback ops", ""] + [f"- {_md(n)}: {_md(op)}" for n, op in extra]
     notes = [(c.name, n) for c in report.candidates for n in c.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {_md(n)}: {_md(text)}" for n, text in notes]
+    lines += ["", "Environment: " + _md(", ".join(f"{k} {v}" for k, v in
+                                                 sorted(report.environment.items())))]
     return "\n".join(lines) + "\n"
 
 
@@ -121,6 +216,8 @@ th{background:#f6f8fa;white-space:normal}
 figure{margin:0;border:1px solid #d0d7de;padding:.5rem}
 figure svg{width:560px;height:auto;display:block}
 .meta{color:#57606a;font-size:.85rem}
+.summary li{margin:.2rem 0}
+.pass{color:#1a7f37}.fail{color:#cf222e;font-weight:600}
 """
 
 
@@ -142,11 +239,30 @@ def html(report: Report) -> str:
     fallbacks = "".join(f"<li>{esc(c.name)}: {esc(op)}</li>" for c in report.candidates
                         if c.ops for op in c.ops.fallback_ops)
     notes = "".join(f"<li>{esc(c.name)}: {esc(n)}</li>" for c in report.candidates for n in c.notes)
+    summary = "".join(f"<li>{esc(line)}</li>" for line in summary_lines(report))
+    made = "".join(f"<li><b>{esc(n)}</b>: {esc(t)}</li>" for n, t in provenance_lines(report))
+    gate = ""
+    if report.gate is not None:
+        verdict = ("pass", "PASSED") if report.gate.passed else ("fail", "FAILED")
+        gate_rows = "".join(
+            f"<tr><td>{esc(c.candidate)}</td><td>{esc(c.budget)}</td>"
+            f"<td>{'not measured' if c.value is None else f'{c.value:.6g}'}</td>"
+            f"<td>{c.limit:.6g}</td><td class=\"{'pass' if c.passed else 'fail'}\">"
+            f"{'pass' if c.passed else 'FAIL'}</td></tr>" for c in report.gate.checks)
+        gate = (f"<h2 id=\"gate\">Gate: <span class=\"{verdict[0]}\">{verdict[1]}</span></h2>"
+                "<table><thead><tr><th>candidate</th><th>budget</th><th>value</th><th>limit</th>"
+                f"<th>verdict</th></tr></thead><tbody>{gate_rows}</tbody></table>")
+    registry = "".join(
+        f"<li>{esc(r.candidate)}: <b>{esc(r.name)} v{r.version}</b>"
+        f"{esc(f' ({r.stage})') if r.stage else ''}, sha256 <code>{esc(r.sha256)}</code>, in "
+        f"{esc(r.registry)}</li>" for r in report.registrations)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>kmot evaluation: baseline {esc(report.baseline)}</title>"
         f"<style>{_CSS}</style></head><body>"
-        f"<h1>kmot evaluation</h1><p class=\"meta\">{esc(_settings_line(report))}</p>"
+        f"<h1>kmot evaluation</h1>"
+        + (f"<ul class=\"summary\" id=\"summary-lines\">{summary}</ul>" if summary else "")
+        + f"<p class=\"meta\">{esc(_settings_line(report))}</p>"
         f"<div class=\"scroll\"><table id=\"summary\"><thead><tr>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table></div>"
         "<p class=\"meta\">Deltas in parentheses are vs the baseline. Agreement: argmax "
@@ -154,6 +270,9 @@ def html(report: Report) -> str:
         "process running the model minus an idle one. Ops: integer / float / float "
         "fallbacks inside a quantized graph.</p>"
         f"<div class=\"plots\">{figures}</div>"
+        + (f"<h2 id=\"provenance\">How each candidate was made</h2><ul>{made}</ul>" if made else "")
+        + gate
+        + (f"<h2 id=\"registry\">Registry</h2><ul>{registry}</ul>" if registry else "")
         + (f"<h2>Float fallback ops</h2><ul>{fallbacks}</ul>" if fallbacks else "")
         + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
         + f"<p class=\"meta\">Environment: {env}. Schema {esc(report.schema_version)}.</p>"

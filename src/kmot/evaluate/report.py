@@ -13,7 +13,10 @@ from kmot.errors import ReportError
 from kmot.evaluate.schema import (
     SCHEMA_VERSION,
     CandidateResult,
+    GateCheck,
+    GateRecord,
     MetricInfo,
+    Registration,
     Settings,
     _Model,
     schema_extra,
@@ -46,6 +49,9 @@ class Report(_Model):
         description="the first task metric: the one plots and accuracy budgets use")
     metrics: list[MetricInfo]
     candidates: list[CandidateResult]
+    gate: GateRecord | None = Field(None, description="the verdict, when a gate ran on it")
+    registrations: list[Registration] = Field(
+        default_factory=list, description="candidates pushed to a registry")
 
     @property
     def names(self) -> list[str]:
@@ -68,6 +74,49 @@ class Report(_Model):
     def metric_info(self, name: str) -> MetricInfo | None:
         """The metric of that name, if the report has it."""
         return next((m for m in self.metrics if m.name == name), None)
+
+    def with_gate(self, result: Any) -> Report:
+        """A copy of this report that records a gate's verdict (a `GateResult`).
+
+        Example:
+            >>> report = report.with_gate(gate(report, "budgets.yaml"))  # doctest: +SKIP
+        """
+        from dataclasses import asdict
+
+        checks = [GateCheck(**asdict(c)) for c in result.checks]
+        return self.model_copy(update={"gate": GateRecord(passed=result.passed, checks=checks)})
+
+    def with_registration(self, version: Any, *, candidate: str, registry: str | os.PathLike,
+                          stage: str | None = None) -> Report:
+        """A copy of this report that records `candidate` as a pushed registry version.
+
+        Args:
+            version: the `ModelVersion` that `Registry.push` (or `promote`) returned.
+            candidate: the candidate it is.
+            registry: the registry's location (its folder, or an MLflow URI).
+            stage: ``"production"`` once promoted (default: from ``version.production``).
+
+        Raises:
+            ReportError: `candidate` is not in the report.
+        """
+        self.candidate(candidate)
+        stage = stage if stage is not None else ("production" if version.production else None)
+        entry = Registration(candidate=candidate, name=version.name, version=version.version,
+                             sha256=version.sha256, stage=stage, registry=str(registry))
+        return self.model_copy(update={"registrations": [*self.registrations, entry]})
+
+    def summary(self) -> list[str]:
+        """Lines a reviewer reads in ten seconds: each candidate against the baseline
+        (task metric in points, size, speed), then the gate's verdict and registry
+        versions.
+
+        Example:
+            >>> report.summary()[0]  # doctest: +SKIP
+            'qat_int8: accuracy -0.3 pt, 3.8x smaller (4.1x gzip), 2.9x faster'
+        """
+        from kmot.evaluate.render import summary_lines
+
+        return summary_lines(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict that `report.json` holds."""
@@ -200,13 +249,15 @@ class Report(_Model):
         return out
 
     def print_table(self, console: Any = None) -> None:
-        """Prints the summary tables (and any notes) to a rich console."""
+        """Prints the summary tables, the one-line summaries and any notes to a rich console."""
         from rich.console import Console
         from rich.text import Text
 
         console = console or Console()
         for table in self.tables():
             console.print(table)
+        for line in self.summary():
+            console.print(Text(line), soft_wrap=True)
         for c in self.candidates:
             for note in c.notes:
                 console.print(Text.assemble(("note", "yellow"), f" {c.name}: {note}"), soft_wrap=True)

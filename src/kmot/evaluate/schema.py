@@ -16,15 +16,20 @@ __all__ = [
     "SCHEMA_VERSION",
     "CandidateResult",
     "Fidelity",
+    "GateCheck",
+    "GateRecord",
     "LatencyStats",
     "MemoryStats",
     "MetricInfo",
     "OpCoverage",
+    "Provenance",
+    "Registration",
     "Settings",
     "SizeStats",
+    "Step",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 class _Model(BaseModel):
@@ -114,6 +119,26 @@ class Fidelity(_Model):
     kl_divergence: float | None
 
 
+class Step(_Model):
+    """One step of how a candidate was made: a technique (or fine-tuning) and its options."""
+
+    technique: str = Field(description='e.g. "prune_low_magnitude", "fine-tune", "distill"')
+    options: dict[str, Any] = Field(default_factory=dict, description="JSON values")
+
+
+class Provenance(_Model):
+    """How a candidate was made, so a reviewer can rebuild or question it."""
+
+    steps: list[Step] = Field(default_factory=list, description="in the order applied")
+    export: str | None = Field(None, description="the LiteRT conversion mode (to_litert's "
+                                                 "quantize: float32, int8, ...)")
+    recipe: str | None = Field(None, description="the recipe's name, if a recipe made it")
+    recipe_sha256: str | None = Field(None, description="SHA-256 of the recipe as run")
+    source: str | None = Field(None, description="the model it was made from")
+    source_sha256: str | None = Field(
+        None, description="SHA-256 of the source model (its config and weights, or its file)")
+
+
 class CandidateResult(_Model):
     """Everything measured for one candidate."""
 
@@ -132,6 +157,37 @@ class CandidateResult(_Model):
     input_dtypes: list[str]
     output_dtypes: list[str]
     notes: list[str] = Field(default_factory=list)
+    provenance: Provenance | None = Field(None, description="how it was made, when known")
+
+
+class GateCheck(_Model):
+    """One budget checked on one candidate (see kmot.evaluate.gate)."""
+
+    budget: str
+    candidate: str
+    value: float | None = Field(description="None when the report lacks the measurement")
+    limit: float
+    passed: bool
+    detail: str
+    unit: str = ""
+
+
+class GateRecord(_Model):
+    """The verdict of a gate run on this report."""
+
+    passed: bool
+    checks: list[GateCheck]
+
+
+class Registration(_Model):
+    """A candidate pushed to a model registry."""
+
+    candidate: str
+    name: str = Field(description="the registered model's name")
+    version: int
+    sha256: str = Field(description="the stored artifact's SHA-256")
+    stage: str | None = Field(None, description='e.g. "production" once promoted')
+    registry: str = Field(description="the registry's location")
 
 
 def schema_extra(schema: dict[str, Any]) -> None:

@@ -78,11 +78,24 @@ def _check_fits(model, x: np.ndarray, y: np.ndarray, what: str) -> None:
                           f"rows. Received: y of shape {y.shape}")
 
 
-def _model_key(model) -> str:
-    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
-    for w in model.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()
+def _provenance(recipe: Recipe, source: Any, baseline: Any) -> dict[str, dict[str, Any]]:
+    """How the baseline and the recipe's model were made, for the report."""
+    from kmot._hashing import model_sha256
+
+    origin = {"source": os.fspath(source) if isinstance(source, (str, os.PathLike))
+              else getattr(baseline, "name", None),
+              "source_sha256": model_sha256(source if isinstance(source, (str, os.PathLike))
+                                            else baseline)}
+    steps = [{"technique": step.kind,
+              "options": {**step.model_dump(mode="json", exclude={"kind"}),
+                          "epochs": step.epochs or recipe.training.epochs}}
+             for step in recipe.steps]
+    qat = any(step.kind == "quantize" for step in recipe.steps)  # exports int8 by itself
+    made = {**origin, "steps": steps,
+            "export": recipe.export.quantize or ("int8" if qat else "float32"),
+            "recipe": recipe.name,
+            "recipe_sha256": hashlib.sha256(recipe.model_dump_json().encode()).hexdigest()}
+    return {"baseline": {**origin, "export": "float32"}, recipe.name: made}
 
 
 def _compile(model, recipe: Recipe):
@@ -230,6 +243,7 @@ def optimize(
     import keras
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from kmot._hashing import model_sha256
     from kmot.export import load_model, to_litert
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -242,7 +256,7 @@ def optimize(
     (out / "steps").mkdir(parents=True, exist_ok=True)
     _remove_partial(out)  # one run per output folder: a leftover is from a killed one
     training = recipe.training.model_dump_json() + f"seed={recipe.seed}"
-    key = _model_key(baseline)
+    key = model_sha256(baseline)
     current, records = baseline, []
     total = sum((s.epochs or recipe.training.epochs) for s in recipe.steps)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -277,10 +291,12 @@ def optimize(
         result.report = evaluate.compare(
             {"baseline": out / "baseline.tflite", recipe.name: tflite}, data=(x_val, y_val),
             baseline="baseline", runs=recipe.evaluate.runs, warmup=recipe.evaluate.warmup,
-            memory=recipe.evaluate.memory, progress=progress)
-        result.report.save(out / "report")
+            memory=recipe.evaluate.memory, progress=progress,
+            provenance=_provenance(recipe, model, baseline))
         if recipe.gate:
             result.gate = evaluate.gate(result.report, recipe.gate)
+            result.report = result.report.with_gate(result.gate)
+        result.report.save(out / "report")
     if recipe.registry is not None and result.passed:
         from kmot.registry import Registry
 
@@ -290,5 +306,10 @@ def optimize(
             tflite, name=recipe.registry.name,
             report=report_path if report_path.is_file() else None)
         if recipe.registry.promote:
-            registry.promote(recipe.registry.name, result.registered.version)
+            result.registered = registry.promote(recipe.registry.name,
+                                                 result.registered.version)
+        if result.report is not None:
+            result.report = result.report.with_registration(
+                result.registered, candidate=recipe.name, registry=registry.root.resolve())
+            result.report.save(out / "report")
     return result

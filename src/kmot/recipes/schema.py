@@ -90,7 +90,7 @@ class Export(_Strict):
 class Evaluate(_Strict):
     runs: int = Field(50, ge=1)
     warmup: int = Field(5, ge=0)
-    memory: bool = False
+    memory: bool = True
 
 
 class Register(_Strict):
