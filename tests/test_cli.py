@@ -71,6 +71,42 @@ def test_layer_error_names_layers(files):
     assert "largest SNR drops:" in result.output and "hidden" in result.output
 
 
+def test_prune_channels_writes_a_smaller_model_and_lists_groups(files, digits_data):
+    import keras
+
+    from kmot.core.cost import macs
+
+    shown = runner.invoke(app, ["prune-channels", str(files / "model.keras"), "--groups"])
+    assert shown.exit_code == 0, shown.output
+    assert "prunable" in shown.output and "fixed (reaches a model output)" in shown.output
+    out = files / "slim.keras"
+    np.savez(files / "labelled.npz", x=digits_data[0][:64], y=digits_data[1][:64])
+    result = runner.invoke(app, ["prune-channels", str(files / "model.keras"), "-o", str(out),
+                                 "--sparsity", "0.5", "--importance", "taylor",
+                                 "--data", str(files / "labelled.npz")])
+    assert result.exit_code == 0, result.output
+    before = keras.saving.load_model(files / "model.keras")
+    slim = keras.saving.load_model(out)
+    assert macs(slim) < 0.6 * macs(before)
+    assert f"wrote {out}: {slim.count_params():,} parameters" in result.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--importance", "taylor"], "Expected --data train.npz"),
+    (["--sparsity", "1"], "Expected sparsity in [0, 1)"),
+    (["--importance", "l3"], "Unknown importance"),
+])
+def test_prune_channels_errors(files, args, words):
+    out = files / "never.keras"
+    result = runner.invoke(app, ["prune-channels", str(files / "model.keras"), "-o", str(out),
+                                 *args])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert not out.exists()
+    wrong = runner.invoke(app, ["prune-channels", str(files / "model.keras"), "-o",
+                                str(files / "x.tflite")])
+    assert wrong.exit_code == 2 and "Expected -o to end in .keras" in wrong.output
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_showing_each_stage_and_epoch(tmp_path, monkeypatch):
     from kmot import demo
@@ -85,12 +121,13 @@ def test_demo_runs_end_to_end_showing_each_stage_and_epoch(tmp_path, monkeypatch
                                  "--finetune-epochs", "1"])
     assert result.exit_code == 0, result.output
     for stage, epochs in (("training the baseline", 3), ("pruning 80% (global allocation)", 1),
+                          ("pruning 50% of the channels", 1),
                           ("clustering (16 clusters)", 1), ("quantization-aware training", 1),
                           ("pruning-preserving QAT", 1), ("distilling a half-size student", 3)):
         assert [f"{stage}: epoch {i}/{epochs}" for i in range(1, epochs + 1)] == [
             m for m in said if m.startswith(f"{stage}: epoch")], said
-    for name in ("baseline", "ptq_int8", "pruned_80", "clustered_16", "qat_int8", "pqat_int8",
-                 "student_int8"):
+    for name in ("baseline", "ptq_int8", "pruned_80", "channels_50", "clustered_16", "qat_int8",
+                 "pqat_int8", "student_int8"):
         assert (tmp_path / f"{name}.tflite").is_file()
         assert name in result.output
     assert "gate: PASSED" in result.output and "registry: pqat_int8 is digits v1" in result.output

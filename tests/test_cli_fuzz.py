@@ -148,6 +148,22 @@ def cases(command: str, d: Path, read_only: Path) -> list[tuple[str, list[str]]]
                         ("keep-float unknown", ["--quantize", "int8", "--calibration", ok,
                                                 "--keep-float", MARKUP])],
              lambda v: ["convert", m, "-o", str(d / "out.tflite"), *v])
+    elif command == "prune-channels":
+        slim = str(d / "slim.keras")
+        slot("model", bad_files(d, "m.keras") + [("a .tflite", tfl), ("an .npz", ok)],
+             lambda v: ["prune-channels", v, "-o", slim])
+        slot("data", bad_data(d), lambda v: ["prune-channels", m, "-o", slim, "--importance",
+                                             "taylor", "--data", v])
+        slot("output", [("a folder", str(d / "a-folder")), ("the model itself", m),
+                        ("a .tflite", str(d / "slim.tflite")), ("none", None),
+                        *bad_outputs(d, read_only, "slim.keras")],
+             lambda v: ["prune-channels", m] + ([] if v is None else ["-o", v]))
+        slot("option", [("sparsity 1", ["--sparsity", "1"]), ("sparsity -0.1", ["--sparsity", "-0.1"]),
+                        ("importance markup", ["--importance", MARKUP]),
+                        ("allocation", ["--allocation", "everywhere"]),
+                        ("round-to 0", ["--round-to", "0"]),
+                        ("taylor without data", ["--importance", "taylor"])],
+             lambda v: ["prune-channels", m, "-o", slim, *v])
     elif command == "inspect":
         slot("file", bad_files(d, "m.tflite") + [("a .keras", m), ("an .npz", ok)],
              lambda v: ["inspect", v])
@@ -259,7 +275,8 @@ def cases(command: str, d: Path, read_only: Path) -> list[tuple[str, list[str]]]
 # Data kinds for `optimize`: each must be refused before any fine-tuning writes a step.
 RECIPE_DATA = ("npy", "object", "text", "shape", "nan", "inf", "only-y", "no-arrays")
 
-COMMANDS = ["convert", "inspect", "layer-error", "bench", "gate", "optimize", "demo",
+COMMANDS = ["convert", "prune-channels", "inspect", "layer-error", "bench", "gate", "optimize",
+            "demo",
             "registry push", "registry list", "registry show", "registry promote",
             "registry rollback", "registry history", "registry pull"]
 

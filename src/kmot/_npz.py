@@ -102,6 +102,10 @@ def read_npz(
                    f"{': ' + reason if reason else ''})") from err
     if not arrays:
         raise fail(f"{path} holds no arrays")
+    strays = [name for name, array in arrays.items() if not isinstance(array, np.ndarray)]
+    if strays:  # a zip of other files (a .keras model, say): NumPy returns their bytes
+        raise fail(f"{path} is a zip archive whose member(s) {strays[:3]} are not NumPy "
+                   "arrays (a .keras model or another zip file?)")
     for name, array in arrays.items():
         if array.dtype.kind not in _NUMERIC_KINDS:
             raise error(

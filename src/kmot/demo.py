@@ -169,6 +169,10 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
         "final_sparsity": 0.8, "schedule": "PolynomialDecay over 70% of the steps",
         "sparsity_allocation": "global"}}, tune, {"technique": "strip_pruning"}]
     export("pruned_80", pruned, prune_steps)
+    begin("pruning 50% of the channels")  # beside pruned_80: zeros vs removed channels
+    export("channels_50", finetune(sparsity.prune_channels(base, sparsity=0.5)),
+           [{"technique": "prune_channels", "options": {"sparsity": 0.5, "importance": "l2"}},
+            tune])
     begin("clustering (16 clusters)")
     export("clustered_16", clustering.strip_clustering(finetune(clustering.cluster_weights(
         base, number_of_clusters=16))), [{"technique": "cluster_weights", "options": {

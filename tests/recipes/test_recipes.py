@@ -97,3 +97,33 @@ def test_cli_exit_codes(files):
     assert result.exit_code == 2 and "number_of_clusters" in result.output
     result = runner.invoke(app, args[:5] + [str(files / "nope.npz")] + args[6:])
     assert result.exit_code == 2 and "No such training data file" in result.output
+
+
+@pytest.mark.parametrize("gradual", [False, True])
+def test_prune_channels_step_removes_channels_then_quantizes(files, gradual):
+    """A recipe step that removes half the channels: the int8 file has smaller kernels."""
+    from kmot.export import inspect
+
+    recipe = {"name": "slim", "training": {"epochs": 1},
+              "steps": [{"prune_channels": {"sparsity": 0.5, "gradual": gradual}}, "quantize"],
+              "evaluate": {"runs": 3, "warmup": 0, "memory": False}}
+    out = files / f"slim_{gradual}"
+    result = optimize(files / "base.keras", recipe, train_data=files / "train.npz",
+                      val_data=files / "val.npz", out_dir=out, progress=False)
+    before = inspect(out / "baseline.tflite")
+    after = inspect(result.tflite)
+    assert after.is_quantized and after.float_ops_between_io() == []
+    params = lambda info: sum(int(np.prod(w.shape)) for w in info.weights)  # noqa: E731
+    assert params(after) < 0.8 * params(before)
+    made = result.report.candidate("slim").provenance
+    assert made.steps[0].technique == "prune_channels"
+    assert made.steps[0].options["gradual"] is gradual
+
+
+def test_prune_channels_step_options_are_checked():
+    with pytest.raises(RecipeError, match=r"steps\.0\.prune_channels\.sparsity: Input should "
+                                          r"be less than 1"):
+        load_recipe({"name": "r", "steps": [{"prune_channels": {"sparsity": 1.0}}]})
+    with pytest.raises(RecipeError, match=r"importance 'taylor' ranks once"):
+        load_recipe({"name": "r", "steps": [{"prune_channels": {"importance": "taylor",
+                                                                "gradual": True}}]})

@@ -138,6 +138,8 @@ def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
             sparsity_m_by_n=step.sparsity_m_by_n)
         _compile(wrapped, recipe).fit(x, y, **fit)
         return sparsity.strip_pruning(wrapped)
+    if step.kind == "prune_channels":
+        return _prune_channels(step, model, recipe, x, y, fit)
     if step.kind == "cluster":
         wrapped = clustering.cluster_weights(
             model, number_of_clusters=step.number_of_clusters, cluster_centroids_init=step.init,
@@ -157,6 +159,32 @@ def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
     return distillation.distill(model, teacher, x, y, epochs=epochs, batch_size=batch,
                                 temperature=step.temperature, alpha=step.alpha,
                                 callbacks=fit["callbacks"])
+
+
+def _prune_channels(step, model, recipe: Recipe, x, y, fit):
+    """Channels removed (one-shot, or masks ramped in training, then removed), fine-tuned."""
+    from kmot import sparsity
+
+    if step.gradual:
+        steps = fit["epochs"] * int(np.ceil(len(x) / fit["batch_size"]))
+        schedule = sparsity.PolynomialDecay(
+            0.0, step.sparsity, begin_step=0, end_step=max(1, int(step.end_fraction * steps)),
+            frequency=max(1, steps // step.updates))
+        masked = sparsity.mask_channels(model, pruning_schedule=schedule,
+                                        importance=step.importance, round_to=step.round_to,
+                                        allocation=step.allocation)
+        _compile(masked, recipe).fit(
+            x, y, **{**fit, "callbacks": [*fit["callbacks"], sparsity.UpdatePruningStep()]})
+        return sparsity.remove_masked_channels(masked)
+    import keras
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=recipe.training.from_logits)
+    slim = sparsity.prune_channels(
+        model, sparsity=step.sparsity, importance=step.importance, round_to=step.round_to,
+        allocation=step.allocation, loss=loss,
+        data=(x, y) if step.importance == "taylor" else None)
+    _compile(slim, recipe).fit(x, y, **fit)
+    return slim
 
 
 def _load(path):

@@ -1,7 +1,7 @@
 """The recipe schema: a declarative pipeline, validated field by field.
 
 A recipe (YAML) names the steps that turn a baseline into a deployable model:
-``steps`` (prune, cluster, quantize, distill) fine-tune in turn, then
+``steps`` (prune, prune_channels, cluster, quantize, distill) fine-tune in turn, then
 ``export`` writes the LiteRT file (with post-training quantization if asked),
 ``evaluate`` compares it with the baseline, ``gate`` checks budgets and
 ``register`` pushes the artifact to the model registry.
@@ -31,6 +31,10 @@ class RecipeError(KmotError, ValueError):
     """A recipe file is missing, malformed, or names an invalid value."""
 
 
+#: The step kinds a recipe's ``steps`` may name, in the order they are documented.
+STEP_KINDS = ("prune", "prune_channels", "cluster", "quantize", "distill")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,6 +55,33 @@ class PruneStep(_Strict):
     allocation: Literal["uniform", "global"] = "uniform"
     sparsity_m_by_n: tuple[int, int] | None = None
     epochs: int | None = Field(None, ge=1)
+
+
+class PruneChannelsStep(_Strict):
+    """Structured pruning: channels removed, so the exported model runs fewer MACs.
+
+    One-shot (the default): `kmot.sparsity.prune_channels`, then fine-tuning.
+    ``gradual: true``: channel masks ramped by a polynomial schedule over
+    ``end_fraction`` of the fine-tuning (`mask_channels`), then the masked channels
+    removed (`remove_masked_channels`).
+    """
+
+    kind: Literal["prune_channels"] = "prune_channels"
+    sparsity: float = Field(0.5, ge=0, lt=1)
+    importance: Literal["l1", "l2", "bn", "taylor"] = "l2"
+    allocation: Literal["uniform", "global"] = "uniform"
+    round_to: int = Field(1, ge=1)
+    gradual: bool = False
+    end_fraction: float = Field(0.7, gt=0, le=1)
+    updates: int = Field(20, ge=1)
+    epochs: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _gradual_importance(self) -> PruneChannelsStep:
+        if self.gradual and self.importance == "taylor":
+            raise ValueError("importance 'taylor' ranks once, from data: use it with "
+                             "gradual: false (gradual masks re-rank with l1, l2 or bn)")
+        return self
 
 
 class ClusterStep(_Strict):
@@ -78,7 +109,7 @@ class DistillStep(_Strict):
     epochs: int | None = Field(None, ge=1)
 
 
-Step = Annotated[Union[PruneStep, ClusterStep, QuantizeStep, DistillStep],
+Step = Annotated[Union[PruneStep, PruneChannelsStep, ClusterStep, QuantizeStep, DistillStep],
                  Field(discriminator="kind")]
 
 
@@ -142,10 +173,10 @@ class Recipe(_Strict):
                         f"steps[{i}] must be one mapping like `- prune: {{final_sparsity: 0.8}}`; "
                         f"received {step!r}")
                 (kind, options), = step.items()
-                if kind not in ("prune", "cluster", "quantize", "distill"):
+                if kind not in STEP_KINDS:
                     raise ValueError(
-                        f"steps[{i}] has unknown kind {kind!r}; expected prune, cluster, "
-                        "quantize or distill")
+                        f"steps[{i}] has unknown kind {kind!r}; expected one of "
+                        + ", ".join(STEP_KINDS))
                 steps.append({"kind": kind, **(options or {})})
             data = {**data, "steps": steps}
         return data
