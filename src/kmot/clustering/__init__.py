@@ -9,12 +9,14 @@ from kmot.clustering.cluster import (
     strip_clustering,
     summary,
 )
+from kmot.clustering.tensorboard import ClusteringSummaries
 from kmot.clustering.transform import ClusterTransform
 
 __all__ = [
     "CENTROID_INITS",
     "ClusterSummary",
     "ClusterTransform",
+    "ClusteringSummaries",
     "WeightClusters",
     "cluster_weights",
     "clusterable_weights",

@@ -51,9 +51,9 @@ def _check(number_of_clusters, init):
 
 
 def cluster_weights(
-    to_cluster: keras.Model,
-    *,
+    to_cluster: keras.Model | keras.layers.Layer,
     number_of_clusters: int,
+    *,
     cluster_centroids_init: str = "kmeans++",
     preserve_sparsity: bool = False,
     cluster_per_channel: bool = False,
@@ -66,7 +66,9 @@ def cluster_weights(
     distinct values, which gzip (and LiteRT's int8 export) store compactly.
 
     Args:
-        to_cluster: a Sequential or Functional model (a copy is returned).
+        to_cluster: a Sequential or Functional model (a copy is returned), or a
+            single layer (returned wrapped, e.g. from a ``clone_model``
+            ``clone_function``).
         number_of_clusters: distinct values per kernel (per channel with
             `cluster_per_channel`), the zero of `preserve_sparsity` included.
         cluster_centroids_init: ``"kmeans++"``, ``"linear"``, ``"density"`` or
@@ -115,6 +117,18 @@ def cluster_weights(
                 channel_axes=axes))
         return wrapper
 
+    if not isinstance(to_cluster, keras.Model):
+        if not isinstance(to_cluster, keras.layers.Layer):
+            raise TransformError(
+                f"Expected a keras.Model or a keras layer to cluster. Received: "
+                f"{type(to_cluster).__name__}")
+        wrapped = replace(to_cluster)
+        if wrapped is None:
+            raise LayerSelectionError(
+                f"Layer '{to_cluster.name}' ({type(to_cluster).__name__}) has no clusterable "
+                "weights. Expected a layer with a kernel (Dense, convolutions, ...) or one "
+                "implementing get_clusterable_weights(). Received: that layer")
+        return wrapped
     clustered = clone_model(to_cluster, layers=layers, replace=replace)
     warn_unknown_weights(to_cluster, selected, "cluster_weights")
     return clustered

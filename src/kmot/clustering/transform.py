@@ -95,6 +95,12 @@ class ClusterTransform(WeightTransform):
             clustered = apply_mask(clustered, self.keep.value)
         return clustered
 
+    def summaries(self, value) -> dict[str, float]:
+        """Distinct values the clustered weight holds (the zero of preserve_sparsity
+        included), for `ClusteringSummaries`."""
+        clustered = ops.convert_to_numpy(self(value, training=False))
+        return {"distinct_values": float(len(np.unique(clustered)))}
+
     def get_config(self) -> dict[str, Any]:
         return {"number_of_clusters": self.number_of_clusters, "init": self.init,
                 "preserve_sparsity": self.preserve_sparsity, "per_channel": self.per_channel,

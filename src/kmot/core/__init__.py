@@ -14,6 +14,7 @@ from kmot.core.kernels import (
 )
 from kmot.core.rewrite import effective_weights, find_wrappers, simulations, strip
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers, walk_operations
+from kmot.core.summaries import TransformSummaries, collect_summaries
 from kmot.core.transform import AddWeight, WeightTransform, WeightView, flatten_chain
 from kmot.core.wrapper import OptimizedLayer, weight_key, weight_keys
 
@@ -30,12 +31,14 @@ __all__ = [
     "OptimizedLayer",
     "Reparameterized",
     "SharedValuesTransform",
+    "TransformSummaries",
     "WeightTransform",
     "WeightView",
     "as_functional",
     "channel_graph",
     "clone_layer",
     "clone_model",
+    "collect_summaries",
     "copy_transform",
     "effective_weights",
     "find_wrappers",

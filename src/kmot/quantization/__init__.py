@@ -11,6 +11,7 @@ from kmot.quantization.quantize import (
 )
 from kmot.quantization.quantizers import DEPTHWISE, ActivationQuantizer, FakeQuantTransform
 from kmot.quantization.rules import QuantizeRule, rule_for
+from kmot.quantization.tensorboard import QuantizationSummaries
 
 __all__ = [
     "DEPTHWISE",
@@ -18,6 +19,7 @@ __all__ = [
     "ActivationQuantizer",
     "FakeQuantTransform",
     "QuantizationError",
+    "QuantizationSummaries",
     "QuantizeRule",
     "fold_batch_norms",
     "foldable_pairs",

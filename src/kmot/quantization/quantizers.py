@@ -152,6 +152,11 @@ class ActivationQuantizer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def summaries(self) -> dict[str, float]:
+        """The learned range, for `QuantizationSummaries`."""
+        return {"range_min": float(ops.convert_to_numpy(self.range_min.value)),
+                "range_max": float(ops.convert_to_numpy(self.range_max.value))}
+
     def get_config(self):
         return {**super().get_config(), "num_bits": self.num_bits, "ema_decay": self.ema_decay,
                 "fixed_range": list(self.fixed_range) if self.fixed_range else None,

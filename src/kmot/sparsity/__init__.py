@@ -13,12 +13,14 @@ from kmot.sparsity.schedule import (
     ScheduleError,
 )
 from kmot.sparsity.summary import SparsitySummary, WeightSparsity, summary
+from kmot.sparsity.tensorboard import PruningSummaries
 from kmot.sparsity.transform import PruneTransform
 
 __all__ = [
     "ConstantSparsity",
     "PolynomialDecay",
     "PruneTransform",
+    "PruningSummaries",
     "PruningSchedule",
     "ScaledSparsity",
     "ScheduleError",

@@ -128,15 +128,48 @@ def _wrap(layer, schedule, block_size, pooling, m_by_n, explicit, skipped):
     return wrapper
 
 
+#: Pruning policies: ``"xnnpack"`` prunes only the layers XNNPACK's sparse
+#: inference runs faster (1x1 Conv2D, stride 1, no dilation or groups).
+PRUNING_POLICIES = ("xnnpack",)
+
+
+def _xnnpack_sparse(layer: keras.layers.Layer) -> bool:
+    """A pointwise convolution, the one kind XNNPACK's sparse kernels accelerate."""
+    return (type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1)
+            and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1)
+            and layer.groups == 1 and layer.data_format == "channels_last")
+
+
+def _policy_layers(model, policy, layers: LayerSelector) -> LayerSelector:
+    """`layers` narrowed by the pruning policy (a predicate), checked to select something."""
+    if policy is None:
+        return layers
+    if policy not in PRUNING_POLICIES:
+        raise TransformError(
+            f"Unknown pruning_policy. Expected None or one of {PRUNING_POLICIES}. Received: "
+            f"pruning_policy={policy!r}")
+    chosen = make_predicate(layers)
+    found = [layer.name for layer in walk_layers(model) if chosen(layer) and _xnnpack_sparse(layer)]
+    if not found:
+        raise TransformError(
+            f"pruning_policy='xnnpack' prunes only 1x1 Conv2D layers (stride 1, no dilation or "
+            f"groups), the ones XNNPACK's sparse inference runs faster, and model "
+            f"'{model.name}' has none{' among the selected layers' if layers is not None else ''}"
+            ". Expected a model with pointwise convolutions (MobileNet-style). Received: "
+            f"{sorted({type(layer).__name__ for layer in walk_layers(model)})}")
+    return found
+
+
 def prune_low_magnitude(
     to_prune: keras.Model | keras.layers.Layer,
     *,
-    pruning_schedule: PruningSchedule,
+    pruning_schedule: PruningSchedule | None = None,
     block_size: tuple[int, int] = (1, 1),
     block_pooling_type: str = "AVG",
     sparsity_m_by_n: tuple[int, int] | None = None,
     layers: LayerSelector = None,
     sparsity_allocation: str = "uniform",
+    pruning_policy: str | None = None,
 ) -> keras.Model | OptimizedLayer:
     """Wraps a model's (or one layer's) prunable weights for magnitude pruning.
 
@@ -145,7 +178,8 @@ def prune_low_magnitude(
             input is untouched) or a single layer (returned wrapped, for use
             inside your own model).
         pruning_schedule: when masks update and to what sparsity
-            (`PolynomialDecay`, `ConstantSparsity`).
+            (`PolynomialDecay`, `ConstantSparsity`); default
+            ``ConstantSparsity(0.5, begin_step=0, frequency=100)``, as tfmot's.
         block_size: prune (rows, cols) blocks instead of single weights.
         block_pooling_type: ``"AVG"`` or ``"MAX"``: how a block is scored.
         sparsity_m_by_n: ``(n, m)`` structured sparsity: keep n of every m weights
@@ -159,6 +193,8 @@ def prune_low_magnitude(
             them at wrap time (no weight above 98%), so small, crowded layers
             (a first conv, a classifier) keep more weights than large, redundant
             ones. Usually more accurate at the same size; not for N:M.
+        pruning_policy: ``"xnnpack"``: prune only the layers XNNPACK's sparse
+            inference accelerates (1x1 Conv2D, stride 1), among `layers`.
 
     Returns:
         The model with `OptimizedLayer` wrappers (train it, then `strip_pruning`).
@@ -174,6 +210,10 @@ def prune_low_magnitude(
         >>> pruned.fit(x, y, epochs=5)        # the pruning step advances itself
         >>> final = strip_pruning(pruned)     # plain layers, exact zeros
     """
+    if pruning_schedule is None:
+        from kmot.sparsity.schedule import ConstantSparsity
+
+        pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
     schedule = _check_schedule(pruning_schedule)
     _check_pattern(block_size, block_pooling_type, sparsity_m_by_n)
     m_by_n = tuple(sparsity_m_by_n) if sparsity_m_by_n else None
@@ -196,6 +236,11 @@ def prune_low_magnitude(
             raise TransformError(
                 f"Expected a keras.Model or a keras layer to prune. Received: {type(to_prune).__name__}"
             )
+        if pruning_policy is not None:
+            raise TransformError(
+                "pruning_policy applies to a model (it chooses among its layers). Expected "
+                "a keras.Model with pruning_policy, or a layer without it. Received: layer "
+                f"'{to_prune.name}' with pruning_policy={pruning_policy!r}")
         return _wrap(to_prune, schedule, block_size, block_pooling_type, m_by_n, True, skipped)
 
     if not is_graph_model(to_prune) and not getattr(to_prune, "_call_has_training_arg", True):
@@ -206,6 +251,7 @@ def prune_low_magnitude(
             "Expected call(self, x, training=None) passing `training` on to its layers, or "
             "Keras passes it by itself. Received: call() without `training`"
         )
+    layers = _policy_layers(to_prune, pruning_policy, layers)
     named = _named(layers)  # layers the user named: an error, not a skip, if unprunable
     selected = make_predicate(layers)
     if layers is not None and not any(selected(layer) for layer in walk_layers(to_prune)):

@@ -7,9 +7,11 @@ backend (``step`` may be a tensor) as well as on plain Python ints.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from kmot.errors import KmotError
@@ -21,7 +23,20 @@ class ScheduleError(KmotError, ValueError):
     """A pruning schedule was given an invalid value."""
 
 
+def _number(value: Any, kind: type) -> Any:
+    """NumPy scalars (``np.int32(20)``, ``np.float32(0.5)``) as Python numbers; bools
+    and everything else unchanged (and then refused by the checks)."""
+    if isinstance(value, (bool, np.bool_)):
+        return value
+    if kind is int and isinstance(value, numbers.Integral):
+        return int(value)
+    if kind is float and isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
 def _check_sparsity(name: str, value: Any, cls: str) -> float:
+    value = _number(value, float)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ScheduleError(
             f"{cls}: `{name}` must be a number in [0, 1) (the fraction of weights set "
@@ -31,6 +46,7 @@ def _check_sparsity(name: str, value: Any, cls: str) -> float:
 
 
 def _check_step(name: str, value: Any, cls: str, *, allow_minus_one: bool = False) -> int:
+    value = _number(value, int)
     ok = isinstance(value, int) and not isinstance(value, bool) and (
         value >= 0 or (allow_minus_one and value == -1))
     if not ok:
@@ -53,6 +69,7 @@ class PruningSchedule:
         cls = type(self).__name__
         self.begin_step = _check_step("begin_step", begin_step, cls)
         self.end_step = _check_step("end_step", end_step, cls, allow_minus_one=True)
+        frequency = _number(frequency, int)
         if not isinstance(frequency, int) or isinstance(frequency, bool) or frequency < 1:
             raise ScheduleError(
                 f"{cls}: `frequency` must be an int >= 1 (steps between mask updates). "
@@ -145,11 +162,12 @@ class PolynomialDecay(PruningSchedule):
         cls = "PolynomialDecay"
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity, cls)
         self._final = _check_sparsity("final_sparsity", final_sparsity, cls)
-        if end_step == -1:
+        if _number(end_step, int) == -1:
             raise ScheduleError(
                 f"{cls}: `end_step` must be a step >= begin_step: the decay needs an end. "
                 f"Received: end_step={end_step}"
             )
+        power = _number(power, float)
         if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
             raise ScheduleError(f"{cls}: `power` must be a number > 0. Received: power={power!r}")
         self.power = power

@@ -84,6 +84,10 @@ class PruneTransform(WeightTransform):
     def strip(self, value):
         return _apply(value, self.mask.value)
 
+    def summaries(self, value) -> dict[str, float]:
+        """The mask's sparsity (fraction of zeros), for `PruningSummaries`."""
+        return {"sparsity": float(1.0 - ops.convert_to_numpy(ops.mean(self.mask.value)))}
+
     def get_config(self) -> dict[str, Any]:
         return {
             "schedule": keras.saving.serialize_keras_object(self.schedule),
