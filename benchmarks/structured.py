@@ -10,12 +10,26 @@ run: batch 1, 1 thread, the default XNNPACK delegate, rounds alternating between
 the models. ``speedup_per_mac_reduction`` is the measured speed-up divided by the
 MAC reduction: how much of the arithmetic saving LiteRT turns into time.
 
+The ``gradual`` row prunes the same 50% by l2 gradually (`mask_channels`): the
+masks ramp from 0 to 50% over the first ``--gradual-ramp-epochs`` (default 1) of
+the same ``--finetune-epochs`` budget (PolynomialDecay, an update every
+``--gradual-frequency`` steps), training continues masked to the end of the
+budget, then `remove_masked_channels` returns the slim model (no training after
+removal, so the budget equals one-shot's). It also reports the masked model's
+accuracy and the largest output difference between the masked and slim models.
+``--variants l2,gradual`` runs only those rows (the unpruned row always runs).
+
+One fine-tuning run's final accuracy swings by several points with its seed
+(Adam at a constant 1e-3 for 5 epochs): ``--finetune-seeds 1,2,3`` fine-tunes
+each variant once per seed and adds the per-seed accuracies, mean and std.
+
 With ``--applications``: keras.applications MobileNetV2 at 96x96 and ResNet50 at
 64x64 (weights=None, untrained: speed does not depend on the weights' values),
 pruned 30/50/70% by l2: parameters, MACs and the measured float and int8 speed-up
 (int8 by post-training quantization, calibrated).
 
-    python benchmarks/structured.py [--epochs 15] [--rounds 15] [--applications]
+    python benchmarks/structured.py [--epochs 15] [--rounds 15] [--variants l2,gradual]
+                                    [--finetune-seeds 1,2,3] [--applications]
 """
 
 from __future__ import annotations
@@ -137,27 +151,68 @@ def applications(sparsities, rounds: int) -> None:
             }), flush=True)
 
 
+def gradual(base, x, y, x_test, y_test, args):
+    """l2 channel masks ramped over the first epochs of the fine-tuning budget, then removed."""
+    import math
+
+    import numpy as np
+
+    from kmot import sparsity
+
+    steps_per_epoch = math.ceil(len(x) / 64)
+    ramp = max(int(args.gradual_ramp_epochs * steps_per_epoch) - 1, 0)
+    schedule = sparsity.PolynomialDecay(0.0, args.sparsity, begin_step=0, end_step=ramp,
+                                        frequency=args.gradual_frequency)
+    masked = _compile(sparsity.mask_channels(base, pruning_schedule=schedule, importance="l2"))
+    masked.fit(x, y, epochs=args.finetune_epochs, batch_size=64, verbose=0,
+               callbacks=[sparsity.UpdatePruningStep()])
+    slim = sparsity.remove_masked_channels(masked)
+    difference = float(np.max(np.abs(masked.predict(x_test, verbose=0)
+                                     - slim.predict(x_test, verbose=0))))
+    return slim, {"accuracy_masked": _accuracy(masked, x_test, y_test),
+                  "max_output_difference_masked_vs_removed": float(f"{difference:.2g}"),
+                  "budget": f"{args.finetune_epochs} epochs masked (ramp over the first "
+                            f"{args.gradual_ramp_epochs:g}, an update every "
+                            f"{args.gradual_frequency} steps), then removed, 0 epochs after"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15, help="baseline epochs")
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--variants", default="l2,bn,taylor,gradual",
+                        help="comma-separated rows among l2, bn, taylor, gradual")
+    parser.add_argument("--gradual-ramp-epochs", type=float, default=1,
+                        help="gradual: epochs over which the masks ramp to --sparsity")
+    parser.add_argument("--gradual-frequency", type=int, default=1,
+                        help="gradual: steps between mask updates")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the baseline's training")
+    parser.add_argument("--finetune-seeds", default="",
+                        help="comma-separated seeds: each variant is fine-tuned once per seed "
+                             "(set just before) and reports its accuracy per seed, mean and std; "
+                             "speed and int8 come from the first. Default: one run, not reseeded")
     parser.add_argument("--applications", action="store_true",
                         help="only MobileNetV2 (96x96) and ResNet50 (64x64) at 30/50/70%%")
     args = parser.parse_args()
     if args.applications:
         applications((0.3, 0.5, 0.7), args.rounds)
         return
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - {"l2", "bn", "taylor", "gradual"})
+    if unknown:
+        parser.error(f"unknown --variants {unknown}; expected among l2, bn, taylor, gradual")
 
     import keras
+    import numpy as np
 
     from kmot import quantization, sparsity
     from kmot.core.cost import macs
     from kmot.data import digits
     from kmot.export import to_litert
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(args.seed)
     x, y, x_test, y_test = digits(image_size=32, channels=3)
     base = _compile(se_net())
     base.fit(x, y, epochs=args.epochs, batch_size=64, verbose=0)
@@ -169,17 +224,36 @@ def main() -> None:
         return to_litert(qat)
 
     contents = {"base/float": to_litert(base), "base/int8": int8(base)}
+    def finetune(variant):
+        start = time.perf_counter()
+        if variant == "gradual":
+            pruned, row = gradual(base, x, y, x_test, y_test, args)
+        else:
+            pruned = sparsity.prune_channels(base, sparsity=args.sparsity, importance=variant,
+                                             data=(x[:256], y[:256]))
+            before = _accuracy(pruned, x_test, y_test)
+            _compile(pruned).fit(x, y, epochs=args.finetune_epochs, batch_size=64, verbose=0)
+            row = {"accuracy_before_finetune": before}
+        return pruned, {**row, "accuracy": _accuracy(pruned, x_test, y_test),
+                        "prune_and_finetune_s": round(time.perf_counter() - start, 1)}
+
+    seeds = [int(s) for s in args.finetune_seeds.split(",") if s.strip()] or [None]
     rows = {}
-    for importance in ("l2", "bn", "taylor"):
-        pruned = sparsity.prune_channels(base, sparsity=args.sparsity, importance=importance,
-                                         data=(x[:256], y[:256]))
-        before = _accuracy(pruned, x_test, y_test)
-        _compile(pruned).fit(x, y, epochs=args.finetune_epochs, batch_size=64, verbose=0)
-        rows[importance] = {"params": pruned.count_params(), "macs": macs(pruned),
-                            "accuracy_before_finetune": before,
-                            "accuracy": _accuracy(pruned, x_test, y_test)}
-        contents[f"{importance}/float"] = to_litert(pruned)
-        contents[f"{importance}/int8"] = int8(pruned)
+    for variant in variants:
+        runs = []
+        for seed in seeds:
+            if seed is not None:
+                keras.utils.set_random_seed(seed)
+            runs.append(finetune(variant))
+        pruned, row = runs[0]
+        if len(runs) > 1:
+            accuracies = [r["accuracy"] for _, r in runs]
+            row.update({"finetune_seeds": seeds, "accuracy_per_seed": accuracies,
+                        "accuracy_mean": round(float(np.mean(accuracies)), 4),
+                        "accuracy_std": round(float(np.std(accuracies)), 4)})
+        rows[variant] = {"params": pruned.count_params(), "macs": macs(pruned), **row}
+        contents[f"{variant}/float"] = to_litert(pruned)
+        contents[f"{variant}/int8"] = int8(pruned)
     p50 = _p50s(contents, x_test, args.rounds)
     base_row = {"params": base.count_params(), "macs": macs(base),
                 "accuracy": _accuracy(base, x_test, y_test),
@@ -190,8 +264,11 @@ def main() -> None:
         mac_reduction = base_row["macs"] / row["macs"]
         speedups = {mode: p50[f"base/{mode}"] / p50[f"{importance}/{mode}"] for mode in ("float", "int8")}
         print(json.dumps({
-            "benchmark": "structured", "model": "se_net_32", "variant": f"{importance} {args.sparsity:.0%}",
+            "benchmark": "structured", "model": "se_net_32",
+            "variant": f"{'l2 gradual' if importance == 'gradual' else importance} {args.sparsity:.0%}",
             **row, "accuracy_drop_pt": round(100 * (base_row["accuracy"] - row["accuracy"]), 2),
+            **({"accuracy_drop_pt_mean": round(100 * (base_row["accuracy"] - row["accuracy_mean"]), 2)}
+               if "accuracy_mean" in row else {}),
             "mac_reduction": round(mac_reduction, 3),
             "speedup_float": round(speedups["float"], 3), "speedup_int8": round(speedups["int8"], 3),
             "speedup_per_mac_reduction": {m: round(s / mac_reduction, 3) for m, s in speedups.items()},

@@ -34,10 +34,11 @@ PUBLIC = {
     "evaluate": ["SCHEMA_VERSION", "Budgets", "CandidateResult", "Check", "GateResult", "Provenance",
                  "Report", "Step",
                  "compare", "gate", "load_budgets", "measure_peak_memory", "report_schema"],
-    "sparsity": ["ConstantSparsity", "PolynomialDecay", "PruneTransform", "PruningSchedule", "PruningSummaries",
-                 "ScaledSparsity", "ScheduleError", "SparsitySummary", "UpdatePruningStep",
-                 "WeightSparsity", "channel_groups", "prunable_weights", "prune_channels", "prune_low_magnitude", "strip_pruning",
-                 "summary"],
+    "sparsity": ["ChannelMaskTransform", "ConstantSparsity", "PolynomialDecay", "PruneTransform", "PruningSummaries",
+                 "PruningSchedule", "ScaledSparsity", "ScheduleError", "SparsitySummary",
+                 "UpdatePruningStep", "WeightSparsity", "channel_groups", "mask_channels",
+                 "prunable_weights", "prune_channels", "prune_low_magnitude",
+                 "remove_masked_channels", "strip_pruning", "summary"],
 }
 
 

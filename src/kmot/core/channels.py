@@ -19,6 +19,12 @@ through an op this module cannot map, are fixed, with the reason.
 
 `ChannelGraph.rebuild(keep)` returns a new plain model (same inputs, outputs and
 layer names) holding the kept channels' weights.
+
+A wrapped layer (`OptimizedLayer`) counts as the layer it wraps; `weight_value`
+reads its weights as it computes with them (its transforms applied) and
+`rebuild` gives it back plain, its transforms baked into the weights. This is
+what lets channel masks (`kmot.sparsity.mask_channels`) rank and remove the
+channels of a wrapped model.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from keras.src import tree
 
 from kmot.core.graph import clone_operation, is_graph_model
 from kmot.core.kernels import kernels
+from kmot.core.wrapper import OptimizedLayer
 from kmot.errors import UnsupportedModelError
 
 __all__ = ["ChannelGraph", "ChannelGroup", "ChannelUse", "channel_graph"]
@@ -140,6 +147,7 @@ class ChannelGraph:
         self.nested: dict[int, list[_T]] = {}  # a nested model's inputs
         self._producers: dict[int, list[str]] = {}  # first id of a block -> producer names
         self._blocks: list[tuple[str, np.ndarray]] = []
+        self._wrappers: dict[int, OptimizedLayer] = {}  # id(inner layer) -> its wrapper
         inputs = [self._fresh(_T(None, tuple(x.shape)), fixed="a model input") for x in model.inputs]
         outputs = self._walk(model, inputs)
         for out in outputs:
@@ -203,6 +211,9 @@ class ChannelGraph:
         return [values[id(x)] for x in graph.outputs]
 
     def _node(self, op, node, args, kwargs) -> list[_T]:
+        if isinstance(op, OptimizedLayer):
+            self._wrappers[id(op.layer)] = op
+            op = op.layer
         tensors = [v for v in tree.flatten((args, kwargs)) if isinstance(v, _T)]
         shapes = [tuple(x.shape) for x in node.outputs]
         if isinstance(op, keras.Model) and is_graph_model(op):
@@ -401,6 +412,20 @@ class ChannelGraph:
             return [self._flatten(x, shape)]
         return None
 
+    # -- weights -----------------------------------------------------------------------
+
+    def wrapper(self, layer) -> OptimizedLayer | None:
+        """The `OptimizedLayer` wrapping `layer` in the model, if any."""
+        return self._wrappers.get(id(layer))
+
+    def weight_value(self, layer, weight_index: int) -> np.ndarray:
+        """``layer.weights[weight_index]`` as the layer computes with it (a wrapper's
+        transforms applied, in inference mode)."""
+        variable = layer.weights[weight_index]
+        wrapper = self._wrappers.get(id(layer))
+        value = wrapper.transformed_value(variable) if wrapper is not None else variable.value
+        return np.asarray(keras.ops.convert_to_numpy(value))
+
     # -- groups ------------------------------------------------------------------------
 
     def channel_roots(self) -> dict[int, list[int]]:
@@ -465,7 +490,9 @@ class ChannelGraph:
     def rebuild(self, keep: Callable[[int], bool]) -> keras.Model:
         """A new plain model holding only the channels (roots) for which ``keep`` is True.
 
-        Fixed channels are always kept.
+        Fixed channels are always kept. Wrapped layers come back plain, holding
+        their stripped weights (every transform baked in, see
+        `OptimizedLayer.stripped_weights`).
         """
         cache: dict[int, bool] = {}
 
@@ -490,11 +517,12 @@ class ChannelGraph:
             plans[key] = (rec, positions)
         copies: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
 
-        def clone(layer):
-            if not isinstance(layer, keras.layers.Layer):
-                return clone_operation(layer)
-            if isinstance(layer, keras.Model) and is_graph_model(layer):
-                return nested(layer)
+        def clone(op):
+            if not isinstance(op, keras.layers.Layer):
+                return clone_operation(op)
+            if isinstance(op, keras.Model) and is_graph_model(op):
+                return nested(op)
+            layer = op.layer if isinstance(op, OptimizedLayer) else op
             plan = plans.get(id(layer))
             config = layer.get_config()
             if plan is not None:
@@ -508,7 +536,7 @@ class ChannelGraph:
                 if rec.kind == "reshape":
                     config["target_shape"] = (*tuple(layer.target_shape)[:-1], int(len(positions["out"])))
             new = type(layer).from_config(config)
-            copies.append((layer, new))
+            copies.append((op, new))
             return new
 
         def nested(model):
@@ -522,8 +550,9 @@ class ChannelGraph:
                 inputs[0] if isinstance(model, keras.Sequential) else inputs) if inputs else None)
 
         new_model = keras.models.clone_model(self.model, clone_function=clone)
-        for old, new in copies:
-            values = [np.asarray(v) for v in old.get_weights()]
+        for op, new in copies:
+            old = op.layer if isinstance(op, OptimizedLayer) else op
+            values = op.stripped_weights() if op is not old else [np.asarray(v) for v in old.get_weights()]
             plan = plans.get(id(old))
             if plan is not None:
                 rec, positions = plan

@@ -95,23 +95,19 @@ def prune_channels(
     _check_plain(model)
     graph = ChannelGraph(model)
     groups = graph.groups()
-    selected = make_predicate(layers)
-    by_name = {layer.name: layer for layer in walk_layers(model)}
-    candidates = [g for g in groups if g.prunable and all(
-        selected(by_name[p]) for p in g.producers if p in by_name)]
-    if layers is not None and not candidates:
-        raise LayerSelectionError(
-            f"layers={layers!r} selects no prunable channel group. Expected layers that "
-            "produce channels which reach no model output. Received: groups "
-            + "; ".join(f"{', '.join(g.producers)}: {g.reason or 'not selected'}" for g in groups))
+    candidates = _candidates(model, groups, layers)
     _warn_fixed(groups)
     scores = _scores(graph, model, candidates, importance, data, loss)
     removed = _choose(candidates, scores, sparsity, round_to, allocation)
     return graph.rebuild(lambda root: root not in removed)
 
 
+# -- shared with channel masks (`kmot.sparsity.channel_masks`) --------------------------
+
+
 def _check_options(sparsity, importance, data, round_to, allocation) -> None:
-    if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+    if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
+            or not 0 <= sparsity < 1):
         raise TransformError(
             f"Expected sparsity in [0, 1): the fraction of channels to remove. Received: {sparsity!r}")
     if not callable(importance) and importance not in IMPORTANCES:
@@ -122,16 +118,42 @@ def _check_options(sparsity, importance, data, round_to, allocation) -> None:
         raise TransformError(
             "importance='taylor' ranks channels by the loss change their removal causes, "
             "which needs data. Expected data=(x, y). Received: data=None")
+    _check_rounding(round_to, allocation)
+
+
+def _check_rounding(round_to, allocation) -> None:
     if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
         raise TransformError(f"Expected round_to a positive integer. Received: {round_to!r}")
     if allocation not in _ALLOCATIONS:
         raise TransformError(f"Expected allocation in {_ALLOCATIONS}. Received: {allocation!r}")
 
 
+def _candidates(model, groups: list[ChannelGroup], layers: LayerSelector) -> list[ChannelGroup]:
+    """The prunable groups whose producers `layers` selects (all of them)."""
+    selected = make_predicate(layers)
+    by_name = {layer.name: layer for layer in walk_layers(model)}
+    candidates = [g for g in groups if g.prunable and all(
+        selected(by_name[p]) for p in g.producers if p in by_name)]
+    if layers is not None and not candidates:
+        raise LayerSelectionError(
+            f"layers={layers!r} selects no prunable channel group. Expected layers that "
+            "produce channels which reach no model output. Received: groups "
+            + "; ".join(f"{', '.join(g.producers)}: {g.reason or 'not selected'}" for g in groups))
+    return candidates
+
+
 def _check_plain(model) -> None:
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(f"Expected a keras.Model. Received: {type(model).__name__}")
-    wrapped = [layer.name for layer in walk_layers(model) if isinstance(layer, OptimizedLayer)]
+    wrapped = [layer for layer in walk_layers(model) if isinstance(layer, OptimizedLayer)]
+    from kmot.sparsity.channel_masks import channel_mask_transforms
+
+    if any(channel_mask_transforms(layer) for layer in wrapped):
+        raise UnsupportedModelError(
+            f"Model '{model.name}' holds channel masks (from mask_channels). Expected a plain "
+            "model; remove the masked channels with kmot.sparsity.remove_masked_channels(model), "
+            "which returns one. Received: a model with channel masks")
+    wrapped = [layer.name for layer in wrapped]
     if wrapped:
         raise UnsupportedModelError(
             f"Model '{model.name}' holds kmot wrappers ({', '.join(wrapped[:5])}). Removing "
@@ -148,9 +170,10 @@ def _warn_fixed(groups: list[ChannelGroup]) -> None:
             stacklevel=3)
 
 
-def _channel_slices(graph: ChannelGraph, kinds: str) -> dict[int, list[np.ndarray]]:
-    """For each channel root, the weight slices it indexes (``kinds``: kernels or bn)."""
-    out: dict[int, list[np.ndarray]] = {}
+def _indexed_weights(graph: ChannelGraph, kinds: str):
+    """Yields ``(value, axis, roots)`` for every weight axis that channels index (``kinds``:
+    kernels or bn scales): the weight as the layer computes with it (a channel mask
+    applied) and the channel (root) of each position along `axis`."""
     for rec in graph.records.values():
         layer = rec.layer
         if kinds == "bn":
@@ -160,14 +183,32 @@ def _channel_slices(graph: ChannelGraph, kinds: str) -> dict[int, list[np.ndarra
         else:
             wanted = {id(k.variable) for k in kernels(layer)}
         ids = {"in": rec.in_ids, "out": rec.out_ids, "mid": rec.mid_ids}
+        values: dict[int, np.ndarray] = {}  # a kernel indexed on two axes is read once
         for weight_index, axis, side in rec.slices:
-            variable = layer.weights[weight_index]
             row = ids[side]
-            if id(variable) not in wanted or row is None:
+            if id(layer.weights[weight_index]) not in wanted or row is None:
                 continue
-            value = np.asarray(variable)
-            for position, i in enumerate(row.tolist()):
-                out.setdefault(graph.find(i), []).append(np.take(value, position, axis=axis))
+            if weight_index not in values:
+                values[weight_index] = graph.weight_value(layer, weight_index)
+            yield values[weight_index], axis, [graph.find(i) for i in row.tolist()]
+
+
+def _channel_slices(graph: ChannelGraph, kinds: str) -> dict[int, list[np.ndarray]]:
+    """For each channel root, the weight slices it indexes (for a callable importance)."""
+    out: dict[int, list[np.ndarray]] = {}
+    for value, axis, roots in _indexed_weights(graph, kinds):
+        for position, root in enumerate(roots):
+            out.setdefault(root, []).append(np.take(value, position, axis=axis))
+    return out
+
+
+def _channel_sums(graph: ChannelGraph, kinds: str, order: int) -> dict[int, float]:
+    """For each channel root, the sum of ``|w| ** order`` over the weight slices it indexes."""
+    out: dict[int, float] = {}
+    for value, axis, roots in _indexed_weights(graph, kinds):
+        rows = np.moveaxis(value, axis, 0).reshape(len(roots), -1).astype(np.float64)
+        for root, total in zip(roots, (np.abs(rows) ** order).sum(axis=1).tolist()):
+            out[root] = out.get(root, 0.0) + total
     return out
 
 
@@ -179,20 +220,18 @@ def _scores(graph, model, groups, importance, data, loss) -> dict[int, float]:
     if importance == "taylor":
         return _taylor(graph, model, roots, data, loss)
     order = 1 if importance == "l1" else 2
-    slices = _channel_slices(graph, "kernels")
-    norms = {r: float(sum(np.sum(np.abs(s) ** order) for s in slices.get(r, [])) ** (1 / order))
-             for r in roots}
+    sums = _channel_sums(graph, "kernels", order)
+    norms = {r: sums.get(r, 0.0) ** (1 / order) for r in roots}
     if importance != "bn":
         return norms
-    gammas = _channel_slices(graph, "bn")
+    gammas = _channel_sums(graph, "bn", 1)
     without = [g for g in groups if not all(c in gammas for c in g.channels)]
     if without:
         warnings.warn("importance='bn': no BatchNormalization scale for the channels of "
                       + ", ".join(p for g in without for p in g.producers) + "; they are "
                       "ranked by their l2 norm instead", stacklevel=3)
     plain = {c for g in without for c in g.channels}
-    return {r: norms[r] if r in plain else float(sum(np.sum(np.abs(s)) for s in gammas[r]))
-            for r in roots}
+    return {r: norms[r] if r in plain else gammas[r] for r in roots}
 
 
 def _taylor(graph, model, roots, data, loss) -> dict[int, float]:
