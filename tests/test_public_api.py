@@ -19,6 +19,8 @@ PUBLIC = {
                "check_tflite_pattern", "input_specs", "inspect", "load_model", "parity",
                "quantization_error", "to_litert", "write_atomic"],
     "data": ["digits", "digits_cnn", "mnist1d"],
+    "decomposition": ["DEFAULT_ENERGY", "METHODS", "DecompositionError", "FactorizationSummary",
+                      "LayerFactorization", "factorize", "summary"],
     "distillation": ["DistillationError", "distill"],
     "recipes": ["PipelineResult", "Recipe", "RecipeError", "load_recipe", "optimize"],
     "registry": ["GcResult", "ModelVersion", "Promotion", "RegisteredModel", "Registry",

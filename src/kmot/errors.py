@@ -20,6 +20,7 @@ __all__ = [
     "ReportError",
     "RegistryError",
     "DistillationError",
+    "DecompositionError",
 ]
 
 
@@ -73,3 +74,7 @@ class RegistryError(KmotError, ValueError):
 
 class DistillationError(KmotError, ValueError):
     """A student, teacher or option given to `kmot.distillation.distill` does not fit."""
+
+
+class DecompositionError(KmotError, ValueError):
+    """A rank, energy, compression or method given to `kmot.decomposition.factorize` does not fit."""

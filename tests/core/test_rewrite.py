@@ -172,3 +172,33 @@ def test_subclassed_model_that_cannot_be_rebuilt_gets_a_clear_error():
 def test_unbuilt_sequential_gets_a_clear_error():
     with pytest.raises(UnsupportedModelError, match="is not built"):
         clone_model(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def _split_dense(layer):
+    """`layer` as an identity Dense followed by a copy of it (computes the same)."""
+    n = layer.kernel.shape[0]
+    identity = keras.layers.Dense(n, use_bias=False, name=f"{layer.name}_identity")
+    identity.build((None, n))
+    identity.set_weights([np.eye(n, dtype="float32")])
+    return [identity, layer]
+
+
+def test_replace_may_return_a_chain_of_layers_in_a_functional_graph(diff):
+    model = _multi_io_shared_nested()
+    x = _inputs(model)
+    graph = clone_model(model, layers="shared", replace=_split_dense)
+    assert diff(model(x), graph(x)) < 1e-6
+    # Sequential models list their layers, one each: only a Functional copy takes a chain.
+    with pytest.raises(UnsupportedModelError, match=r"inside a Sequential model.*as_functional"):
+        clone_model(model, layers="inner_dense", replace=_split_dense)
+
+
+def test_a_chain_in_a_functional_copy_of_a_nested_sequential(diff):
+    from kmot.core import as_functional
+
+    model = _multi_io_shared_nested()
+    x = _inputs(model)
+    graph = clone_model(as_functional(model), layers=["shared", "inner_dense"], replace=_split_dense)
+    assert diff(model(x), graph(x)) < 1e-6
+    assert len(graph.get_layer("shared_identity")._inbound_nodes) == 2  # still shared
+    assert [l.name for l in graph.get_layer("inner").layers[1:3]] == ["inner_dense_identity", "inner_dense"]

@@ -257,6 +257,33 @@ def test_per_layer_control(digits_data):
         quantize_model(model, scheme="int4")
 
 
+@pytest.mark.parametrize("selected, int8_ops", [
+    (["logits"], {"FULLY_CONNECTED"}),           # the convolution stays float
+    (["conv", "logits"], {"CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED"}),
+])
+def test_selective_qat_quantizes_only_the_selected_layers(digits_data, selected, int8_ops):
+    """Selective QAT: one quantizer where float meets int8, none inside the float part,
+    and ops that keep their input's grid (pooling, flatten) between quantized layers."""
+    x, y = digits_data[0][:256], digits_data[1][:256]
+    model = keras.Sequential([keras.Input((8, 8, 1)),
+                              keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                                                  name="conv"),
+                              keras.layers.MaxPooling2D(name="pool"),
+                              keras.layers.Flatten(name="flat"), keras.layers.Dense(10, name="logits")])
+    qat = quantize_model(model, layers=selected)
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    quantizers = [l.name for l in qat.layers if isinstance(l, ActivationQuantizer)]
+    if selected == ["logits"]:
+        assert quantizers == ["flat_boundary_quant", "logits_quant"]
+    info = inspect(to_litert(qat, allow_float_fallback=True))
+    kinds = {op.name: op.kind for op in info.ops if op.kind not in ("quantize", "dequantize")}
+    assert {n for n, k in kinds.items() if k == "int8"} >= int8_ops
+    # The converter may move the boundary up through pooling and reshape (same scale);
+    # a layer left float stays float.
+    assert kinds["CONV_2D"] == ("int8" if "conv" in selected else "float")
+
+
 def test_custom_layer_protocol(digits_data):
     @keras.saving.register_keras_serializable(package="kmot_tests")
     class ChannelScale(keras.layers.Layer):  # (conftest registers a transform named Scale)

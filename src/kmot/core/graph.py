@@ -57,17 +57,30 @@ def _check_model(model: Any) -> None:
         )
 
 
+def _classes(layer: keras.layers.Layer) -> dict[str, type]:
+    """The classes of `layer` and the layers inside it, by name: a custom class defined
+    in a function (never registered) still deserializes inside a wrapper's config."""
+    try:
+        inner = layer._flatten_layers(include_self=True, recursive=True)
+    except Exception:  # noqa: BLE001 - a layer that does not track sublayers
+        inner = [layer]
+    return {type(item).__name__: type(item) for item in inner}
+
+
 def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """A new, independent copy of `layer`, built and holding the same weights."""
+    scope = keras.saving.custom_object_scope(_classes(layer))
     try:
-        new = keras.saving.deserialize_keras_object(
-            keras.saving.serialize_keras_object(layer)
-        )
+        with scope:
+            new = keras.saving.deserialize_keras_object(
+                keras.saving.serialize_keras_object(layer)
+            )
     except Exception:  # noqa: BLE001 - e.g. an unregistered custom class
         new = None
     try:
         if new is None:  # what keras.models.clone_model does by default
-            new = type(layer).from_config(layer.get_config())
+            with keras.saving.custom_object_scope(_classes(layer)):
+                new = type(layer).from_config(layer.get_config())
     except Exception as err:  # noqa: BLE001 - any failure means "not clonable"
         raise UnsupportedModelError(
             f"Layer '{layer.name}' ({type(layer).__name__}) cannot be cloned from "
@@ -128,7 +141,11 @@ def clone_model(
         replace: ``fn(layer_copy) -> new_layer | None`` called for each selected
             leaf layer with an independent, built copy holding the original's
             weights; return a replacement (e.g. the copy wrapped in an
-            `OptimizedLayer`) or None to keep the copy.
+            `OptimizedLayer`) or None to keep the copy. In a Functional graph
+            (nested ones too; see `as_functional` for Sequential models) it may
+            return a list of layers, called one after the other in the layer's
+            place (e.g. a kernel factored into two layers); a shared layer's
+            chain is shared.
         layers: which layers `replace` sees (see `kmot.core.make_predicate`).
         call_function: ``fn(operation, *args, **kwargs)`` calling each new layer
             or operation in a Functional graph, for node-level rewrites (see
@@ -152,6 +169,7 @@ def clone_model(
     _check_model(model)
     selected = make_predicate(layers)
     pending: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
+    chains: dict[int, list[keras.layers.Layer]] = {}  # id(first layer) -> the chain
 
     def clone_leaf(layer):
         if not isinstance(layer, keras.layers.Layer):
@@ -161,12 +179,14 @@ def clone_model(
         if is_graph_model(layer):  # nested in a subclassed model
             return keras.models.clone_model(layer, clone_function=clone_leaf, recursive=True)
         new = clone_layer(layer)
-        if layer.built and not new.built:
-            pending.append((layer, new))
         if replace is not None and selected(layer):
             replacement = replace(new)
+            if isinstance(replacement, (list, tuple)):
+                return _chain(layer, replacement, chains)
             if replacement is not None:
                 return replacement
+        if layer.built and not new.built:
+            pending.append((layer, new))
         return new
 
     if not is_graph_model(model):
@@ -177,16 +197,60 @@ def clone_model(
                 "kmot.core.as_functional(model). Received: call_function on a "
                 f"{type(model).__name__}"
             )
-        return _clone_subclassed(model, clone_leaf)
+        copy = _clone_subclassed(model, clone_leaf)
+        _check_chains_called(chains, "a subclassed model, whose call() names its layers")
+        return copy
     kwargs = {}
     if call_function is not None:
         kwargs["call_function"] = call_function
+    if not isinstance(model, keras.Sequential):
+        kwargs["call_function"] = _calling_chains(chains, call_function)
     new_model = keras.models.clone_model(
         model, clone_function=clone_leaf, recursive=True, **kwargs
     )
     for src, dst in pending:  # layers that could only be built inside the graph
         copy_weights(src, dst)
+    _check_chains_called(chains, "a Sequential model, whose layers take one replacement each")
     return new_model
+
+
+def _check_chains_called(chains: dict, where: str) -> None:
+    """Raises if a chain was not put in the graph (only Functional graphs call chains)."""
+    uncalled = [c[-1].name for c in chains.values() if len(c) > 1 and not c[-1]._inbound_nodes]
+    if uncalled:
+        raise UnsupportedModelError(
+            f"`replace` returned a chain of layers ending in {uncalled} inside {where}. "
+            "Expected a Functional graph: convert the model with "
+            "kmot.core.as_functional(model) first. Received: a chain of layers there"
+        )
+
+
+def _chain(layer, replacement, chains: dict) -> keras.layers.Layer:
+    """Records a chain of layers replacing `layer`; its first layer stands for it."""
+    if not replacement or not all(isinstance(r, keras.layers.Layer) for r in replacement):
+        raise UnsupportedModelError(
+            f"`replace` returned {replacement!r} for layer '{layer.name}'. Expected a "
+            "layer, None, or a non-empty list of layers to call one after the other. "
+            f"Received: {type(replacement).__name__} of {len(replacement)}"
+        )
+    chains[id(replacement[0])] = list(replacement)
+    return replacement[0]
+
+
+def _calling_chains(chains: dict, call_function: Callable | None) -> Callable:
+    """A call_function calling each recorded chain in its first layer's place."""
+    call = call_function or (lambda op, *args, **kwargs: op(*args, **kwargs))
+
+    def call_chain(op, *args, **kwargs):
+        chain = chains.get(id(op))
+        if chain is None:
+            return call(op, *args, **kwargs)
+        out = call(chain[0], *args, **kwargs)
+        for layer in chain[1:]:
+            out = call(layer, out)
+        return out
+
+    return call_chain
 
 
 def _unwrapped_type(layer) -> type:

@@ -46,6 +46,29 @@ def _upstream_quantizer(tensor) -> ActivationQuantizer | None:
     return None
 
 
+def _float_producer(tensor, rules) -> bool:
+    """Whether `tensor` comes (through grid-keeping ops) from a layer left float, so a
+    quantized consumer needs a quantizer at its input: the float-to-int8 boundary of
+    selective QAT."""
+    seen = 0
+    while tensor is not None and seen < 64:
+        history = getattr(tensor, "_keras_history", None)
+        op = history.operation if history else None
+        if op is None or isinstance(op, (ActivationQuantizer, keras.layers.InputLayer)):
+            return False
+        rule = rules.get(name_of(op))
+        if rule is None:
+            return False
+        if rule.output == "float":
+            return True
+        if rule.output != "keep" or not op._inbound_nodes:
+            return False
+        inputs = op._inbound_nodes[history.node_index].input_tensors
+        tensor = inputs[0] if len(inputs) == 1 else None
+        seen += 1
+    return False
+
+
 def place_quantizers(model, rules, split, fused, *, quantize_activations):
     top_inputs = {t.name for t in model.inputs}
     input_quantizers: dict[str, Any] = {}
@@ -129,12 +152,28 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
             input_quantizers[t.name] = quantizer(history.operation.name)(t)
         return input_quantizers[t.name]
 
+    boundary: dict[int, Any] = {}
+
+    def enter_grid(t):
+        """A float tensor from a float layer, quantized once for its quantized consumers."""
+        if not keras.utils.is_keras_tensor(t) or "float" not in str(t.dtype) \
+                or not _float_producer(t, rules):
+            return t
+        if id(t) not in boundary:
+            producer = name_of(t._keras_history.operation)
+            boundary[id(t)] = quantizer(f"{producer}_boundary")(t)
+        return boundary[id(t)]
+
     def call_function(layer, *args, **kwargs):
         if not quantize_activations:
             return layer(*args, **kwargs)
-        args = tree.map_structure(quantize_input, args)
         name = name_of(layer)
         rule = rules.get(name, QuantizeRule(output="float"))
+        if rule.output == "float":  # stays float: nothing quantized in or out
+            return layer(*args, **kwargs)
+        args = tree.map_structure(quantize_input, args)
+        if rule.output != "keep":
+            args = tree.map_structure(enter_grid, args)
         if (isinstance(layer, keras.layers.Activation) and rule.output != "float"
                 and activation_of(layer) in SIGMOID_GATED):
             return tree.map_structure(lambda t: activate(name, activation_of(layer), t, own=layer),

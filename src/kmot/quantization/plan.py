@@ -43,7 +43,11 @@ def plan(model, layers, config):
         choice = (config or {}).get(inner.name)
         is_layer = isinstance(inner, keras.layers.Layer)
         if choice == "skip" or (choice is None and is_layer and not selected(inner)):
-            rules[inner.name] = QuantizeRule(output="float")
+            natural = rule_for(inner) if choice is None else None
+            # Ops that pass their input's grid on (pooling, reshape) stay transparent:
+            # float in a float region, int8 between quantized layers, never a new scale.
+            keeps = natural is not None and natural.output == "keep" and not natural.weights
+            rules[inner.name] = natural if keeps else QuantizeRule(output="float")
             continue
         rule = choice if isinstance(choice, QuantizeRule) else rule_for(inner)
         if rule is None:
