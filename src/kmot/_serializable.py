@@ -18,7 +18,8 @@ import sys
 __all__ = ["PACKAGES", "install", "register"]
 
 #: Packages whose modules define every class a kmot ``.keras`` file can name.
-PACKAGES = ("kmot.core", "kmot.sparsity", "kmot.clustering", "kmot.quantization")
+PACKAGES = ("kmot.core", "kmot.sparsity", "kmot.clustering", "kmot.quantization",
+            "kmot.compat.tfmot")  # its QuantizeAnnotate: an annotated model saves too
 
 
 def register() -> None:
