@@ -67,7 +67,7 @@ def test_gate_verdict_and_registration_are_recorded(recorded, files, tmp_path):
         gated.with_registration(version, candidate="fp16", registry="r")
 
     lines = pushed.summary()
-    assert lines[0].startswith("int8: accuracy ") and " pt, " in lines[0]
+    assert lines[0].startswith("int8: accuracy ") and " pt (95% CI " in lines[0]
     assert lines[1].startswith("gate: FAILED, 1 of 2 checks pass (int8); int8 max_p50_ms: ")
     assert lines[2].startswith(f"registry: int8 is digits v1 (production), sha256 "
                                f"{version.sha256[:12]}, in {registry.root}")

@@ -71,13 +71,17 @@ def test_markdown(report):
     header = next(line for line in text.splitlines() if line.startswith("| candidate"))
     assert "| accuracy | top3 | agreement | KL | p50 ms |" in header
     assert "| float (baseline) | tflite |" in text and "| int8 | tflite |" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    lines = text.splitlines()
+    start = lines.index(header)
+    rows = lines[start:lines.index("", start)]
+    assert len(rows) == 2 + len(report.candidates)
     assert len({row.count("|") for row in rows}) == 1  # every row has every column
 
 
 def test_html_is_self_contained(report):
     page = report.to_html()
-    assert page.count("<svg") == 2 and 'id="plot-accuracy-size"' in page
+    assert page.count("<svg") == 3 and 'id="plot-accuracy-size"' in page
+    assert 'id="plot-per-class"' in page
     assert 'id="plot-latency"' in page
     # Nothing to fetch: no scripts, stylesheets or images by URL; links are in-page only.
     assert not re.search(r"<script|<link|url\((?!#)", page)

@@ -3,6 +3,7 @@
 ```yaml
 metric: accuracy           # which task metric the two accuracy budgets read
 max_accuracy_drop: 0.01    # baseline minus candidate, absolute (0.01 = 1 point)
+max_accuracy_drop_ci: 0.02 # the same at the worst end of its 95% bootstrap interval
 min_accuracy: 0.95
 max_p50_ms: 2.0            # also max_p90_ms, max_p99_ms
 max_latency_ratio: 0.8     # candidate p50 / baseline p50
@@ -45,6 +46,7 @@ class Budgets(BaseModel):
 
     metric: str = Field("accuracy", description="the metric accuracy budgets apply to")
     max_accuracy_drop: _NonNegative | None = None
+    max_accuracy_drop_ci: _NonNegative | None = None
     min_accuracy: float | None = None
     max_p50_ms: _Positive | None = None
     max_p90_ms: _Positive | None = None

@@ -19,6 +19,7 @@ from kmot.evaluate.data import load_data
 from kmot.evaluate.latency import summarize
 from kmot.evaluate.memory import measure_peak_memory, peak_rss_mb
 from kmot.evaluate.metrics import MetricLike, fidelity, resolve_metrics
+from kmot.evaluate.profile import error_profile
 from kmot.evaluate.report import Report
 from kmot.evaluate.runners import candidate_name, make_runner
 from kmot.evaluate.schema import CandidateResult, MetricInfo, Provenance, Settings
@@ -179,6 +180,8 @@ def compare(
             if name != baseline:
                 partial[name]["fidelity"] = fidelity(outputs[baseline][0], outputs[name][0],
                                                      name=name)
+                partial[name]["error_profile"] = error_profile(
+                    dataset.y, outputs[baseline][0], outputs[name][0])
         if memory:  # after all timing, so child processes never overlap a timed loop
             _measure_memory([runners[n] for n in ordered], partial, step=step, workdir=workdir,
                             threads=threads, batch_size=batch_size)

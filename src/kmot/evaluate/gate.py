@@ -74,6 +74,7 @@ def _fmt(value: float, unit: str) -> str:
 # budget -> (reads, unit, is an upper limit)
 _READS = {
     "max_accuracy_drop": ("drop of {metric} vs the baseline", "", True),
+    "max_accuracy_drop_ci": ("accuracy drop at the worst end of its 95% interval", "", True),
     "min_accuracy": ("{metric}", "", False),
     "max_p50_ms": ("p50 latency", " ms", True),
     "max_p90_ms": ("p90 latency", " ms", True),
@@ -101,6 +102,14 @@ def _value(budget: str, c: CandidateResult, report: Report,
         info = report.metric_info(metric)
         # 0.0 - delta, not -delta: an unchanged metric reads 0, not -0.
         return (0.0 - delta if info is None or info.higher_is_better else delta), ""
+    if budget == "max_accuracy_drop_ci":
+        if is_base:
+            return 0.0, ""
+        profile = c.error_profile
+        if profile is None or profile.delta_ci95 is None:
+            return None, ("no error profile in the report (it needs class labels and a "
+                          "classifier's outputs; evaluate with labels)")
+        return 0.0 - profile.delta_ci95[0], ""
     if budget.startswith("max_p"):
         if budget == "max_peak_memory_mb":
             if c.memory is None:

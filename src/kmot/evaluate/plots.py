@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from kmot.evaluate.report import Report
 
-__all__ = ["metric_vs_size", "latency_distribution"]
+__all__ = ["metric_vs_size", "latency_distribution", "per_class_deltas"]
 
 _BASE, _OTHER = "#cf222e", "#0969da"
 
@@ -103,3 +103,35 @@ def latency_distribution(report: Report) -> str:
                   f"batch {report.settings.batch_size}; whiskers p1-p99)")
     ax.grid(True, axis="x", alpha=0.3)
     return _svg(fig, "kmot-latency")
+
+
+def per_class_deltas(report: Report, *, most: int = 20) -> str | None:
+    """Bars: each candidate's accuracy delta per class, in points (the `most` classes
+    that moved most when there are more). None when no candidate has a class profile."""
+    import numpy as np
+
+    profiled = [c for c in report.candidates
+                if c.error_profile is not None and c.error_profile.per_class]
+    if not profiled:
+        return None
+    labels = sorted({d.label for c in profiled for d in c.error_profile.per_class})
+    deltas = np.array([[next((100 * d.delta for d in c.error_profile.per_class
+                              if d.label == label), 0.0) for label in labels]
+                       for c in profiled])
+    if len(labels) > most:
+        keep = np.sort(np.argsort(-np.abs(deltas).max(0))[:most])
+        labels, deltas = [labels[i] for i in keep], deltas[:, keep]
+    fig, ax = _figure()
+    width = 0.8 / len(profiled)
+    x = np.arange(len(labels))
+    cmap = __import__("matplotlib").colormaps["tab10"]
+    for i, c in enumerate(profiled):
+        ax.bar(x + (i - (len(profiled) - 1) / 2) * width, deltas[i], width, label=c.name,
+               color=cmap(i % 10))
+    ax.axhline(0, color="#57606a", linewidth=0.8)
+    ax.set_xticks(x, [str(label) for label in labels])
+    ax.set_xlabel("class" + (f" (the {most} that moved most)" if len(labels) == most else ""))
+    ax.set_ylabel("accuracy vs baseline (points)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return _svg(fig, "kmot-per-class")

@@ -84,6 +84,10 @@ def _delta_text(report: Report, c: CandidateResult) -> str | None:
     base = report.candidate(report.baseline).metrics[name]
     delta = c.metric_deltas[name]
     if 0 <= base <= 1 and 0 <= c.metrics[name] <= 1:  # a fraction: read in points
+        profile = c.error_profile
+        if name == "accuracy" and profile is not None and profile.delta_ci95 is not None:
+            low, high = profile.delta_ci95
+            return f"{name} {100 * delta:+.1f} pt (95% CI {100 * low:+.1f} to {100 * high:+.1f})"
         return f"{name} {100 * delta:+.1f} pt"
     return f"{name} {delta:+.4g}"
 
@@ -121,6 +125,27 @@ def release_lines(report: Report) -> list[str]:
                      + (f" ({r.stage})" if r.stage else "")
                      + f", sha256 {r.sha256[:12]}, in {r.registry}")
     return lines
+
+
+def profile_rows(report: Report) -> list[list[str]]:
+    """One row per profiled candidate: the accuracy delta, its interval, McNemar's p,
+    and the samples that changed (fixed / broken, the first indices)."""
+    rows = []
+    for c in report.candidates:
+        p = c.error_profile
+        if p is None or p.kind != "classification":
+            continue
+        low, high = p.delta_ci95 or (float("nan"), float("nan"))
+        first = ", ".join(map(str, p.changed[:12])) + (" ..." if len(p.changed) > 12 else "")
+        rows.append([c.name, f"{100 * p.accuracy_delta:+.2f}",
+                     f"{100 * low:+.2f} to {100 * high:+.2f}", f"{p.mcnemar_p:.3g}",
+                     f"{len(p.changed)} ({len(p.fixed)} fixed, {len(p.broken)} broken)",
+                     first or "-"])
+    return rows
+
+
+PROFILE_HEADERS = ["candidate", "accuracy delta (pt)", "95% interval (pt)", "McNemar p",
+                   "changed predictions", "changed samples"]
 
 
 def _step_text(step) -> str:
@@ -188,6 +213,12 @@ def markdown(report: Report) -> str:
     if made:
         lines += ["", "## How each candidate was made", ""] + [f"- {_md(n)}: {_md(t)}"
                                                              for n, t in made]
+    profiles = profile_rows(report)
+    if profiles:
+        lines += ["", "## Error profile", "",
+                  "| " + " | ".join(PROFILE_HEADERS) + " |",
+                  "|" + "|".join(["---"] + ["---:"] * 4 + ["---"]) + "|"]
+        lines += ["| " + " | ".join(map(_md, row)) + " |" for row in profiles]
     if report.gate is not None:
         lines += ["", "## Gate", "", "| candidate | budget | value | limit | verdict |",
                   "|---|---|---:|---:|---|"]
@@ -252,6 +283,21 @@ def html(report: Report) -> str:
         gate = (f"<h2 id=\"gate\">Gate: <span class=\"{verdict[0]}\">{verdict[1]}</span></h2>"
                 "<table><thead><tr><th>candidate</th><th>budget</th><th>value</th><th>limit</th>"
                 f"<th>verdict</th></tr></thead><tbody>{gate_rows}</tbody></table>")
+    profiles = profile_rows(report)
+    profile = ""
+    if profiles:
+        head_p = "".join(f"<th>{esc(h)}</th>" for h in PROFILE_HEADERS)
+        body_p = "".join("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in row) + "</tr>"
+                         for row in profiles)
+        bars = plots.per_class_deltas(report)
+        profile = ("<h2 id=\"error-profile\">Error profile</h2>"
+                   f"<div class=\"scroll\"><table><thead><tr>{head_p}</tr></thead>"
+                   f"<tbody>{body_p}</tbody></table></div>"
+                   "<p class=\"meta\">The interval is a paired bootstrap (2000 resamples) of "
+                   "the accuracy delta; McNemar's exact test asks whether the fixed and broken "
+                   "counts differ by more than chance.</p>"
+                   + (f'<figure id="plot-per-class"><figcaption>Accuracy per class vs the '
+                      f'baseline</figcaption>{bars}</figure>' if bars else ""))
     registry = "".join(
         f"<li>{esc(r.candidate)}: <b>{esc(r.name)} v{r.version}</b>"
         f"{esc(f' ({r.stage})') if r.stage else ''}, sha256 <code>{esc(r.sha256)}</code>, in "
@@ -270,6 +316,7 @@ def html(report: Report) -> str:
         "process running the model minus an idle one. Ops: integer / float / float "
         "fallbacks inside a quantized graph.</p>"
         f"<div class=\"plots\">{figures}</div>"
+        + profile
         + (f"<h2 id=\"provenance\">How each candidate was made</h2><ul>{made}</ul>" if made else "")
         + gate
         + (f"<h2 id=\"registry\">Registry</h2><ul>{registry}</ul>" if registry else "")

@@ -257,7 +257,7 @@ class Report(_Model):
         for table in self.tables():
             console.print(table)
         for line in self.summary():
-            console.print(Text(line), soft_wrap=True)
+            console.print(Text(line))  # wrapped at the console's width
         for c in self.candidates:
             for note in c.notes:
                 console.print(Text.assemble(("note", "yellow"), f" {c.name}: {note}"), soft_wrap=True)

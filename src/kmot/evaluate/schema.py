@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "SCHEMA_VERSION",
     "CandidateResult",
+    "ClassDelta",
+    "ErrorProfile",
     "Fidelity",
     "GateCheck",
     "GateRecord",
@@ -22,6 +24,7 @@ __all__ = [
     "MemoryStats",
     "MetricInfo",
     "OpCoverage",
+    "OutputDelta",
     "Provenance",
     "Registration",
     "Settings",
@@ -119,6 +122,49 @@ class Fidelity(_Model):
     kl_divergence: float | None
 
 
+class ClassDelta(_Model):
+    """Accuracy on one class's samples, baseline and candidate."""
+
+    label: int
+    support: int = Field(description="validation samples of this class")
+    baseline_accuracy: float
+    accuracy: float
+    delta: float = Field(description="accuracy minus baseline_accuracy")
+
+
+class OutputDelta(_Model):
+    """Mean absolute error of one regression output column, baseline and candidate."""
+
+    index: int
+    baseline_mae: float
+    mae: float
+    delta: float
+
+
+class ErrorProfile(_Model):
+    """Where a candidate's error differs from the baseline's (see kmot.evaluate.profile).
+
+    Classification: per-class accuracy (the support-weighted deltas add up to
+    `accuracy_delta`), the confusion-matrix difference (candidate minus baseline,
+    rows: true class), the indices of the samples whose predicted class changed,
+    of those the candidate fixed (baseline wrong, candidate right) and broke, a
+    paired bootstrap 95% interval on the accuracy delta, and McNemar's exact
+    p-value. Regression: per-output mean absolute error.
+    """
+
+    kind: Literal["classification", "regression"]
+    per_class: list[ClassDelta] = Field(default_factory=list)
+    confusion_delta: list[list[int]] = Field(default_factory=list)
+    changed: list[int] = Field(default_factory=list, description="argmax differs")
+    fixed: list[int] = Field(default_factory=list)
+    broken: list[int] = Field(default_factory=list)
+    accuracy_delta: float | None = None
+    delta_ci95: tuple[float, float] | None = Field(
+        None, description="paired bootstrap percentile interval (2000 resamples, seed 0)")
+    mcnemar_p: float | None = None
+    per_output: list[OutputDelta] = Field(default_factory=list)
+
+
 class Step(_Model):
     """One step of how a candidate was made: a technique (or fine-tuning) and its options."""
 
@@ -158,6 +204,8 @@ class CandidateResult(_Model):
     output_dtypes: list[str]
     notes: list[str] = Field(default_factory=list)
     provenance: Provenance | None = Field(None, description="how it was made, when known")
+    error_profile: ErrorProfile | None = Field(
+        None, description="vs the baseline, when labels were given (None for the baseline)")
 
 
 class GateCheck(_Model):
