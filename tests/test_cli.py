@@ -71,6 +71,34 @@ def test_layer_error_names_layers(files):
     assert "largest SNR drops:" in result.output and "hidden" in result.output
 
 
+def test_bench_against_the_registry_production_version(files, digits_data, tmp_path):
+    from kmot.evaluate import Report
+    from kmot.registry import Registry
+
+    model = str(files / "model.keras")
+    for name, extra in (("prod.tflite", []), ("cand.tflite", ["--quantize", "int8",
+                                                            "--calibration",
+                                                            str(files / "calib.npz")])):
+        assert runner.invoke(app, ["convert", model, "-o", str(tmp_path / name), *extra]
+                             ).exit_code == 0
+    registry = Registry(tmp_path / "registry")
+    registry.promote("digits", registry.push(tmp_path / "prod.tflite", name="digits").version)
+    np.savez(tmp_path / "val.npz", x=digits_data[2][:64], y=digits_data[3][:64])
+    args = ["bench", str(tmp_path / "cand.tflite"), "--data", str(tmp_path / "val.npz"),
+            "--out", str(tmp_path / "report"), "--runs", "3", "--warmup", "0", "--no-memory",
+            "--registry-root", str(tmp_path / "registry")]
+    result = runner.invoke(app, [*args, "--baseline", "registry:digits"])
+    assert result.exit_code == 0, result.output
+    report = Report.load(tmp_path / "report")
+    assert report.baseline == "digits v1 (production)" and report.names[1] == "cand"
+    made = report.candidate("digits v1 (production)").provenance
+    assert made.source_sha256 == registry.show("digits", 1).sha256
+    for wrong, words in (("registry:nope", "nope"), ("registry:digits@x", "registry:NAME@VERSION"),
+                         ("registry:digits@7", "7")):
+        failed = runner.invoke(app, [*args, "--baseline", wrong])
+        assert failed.exit_code == 2 and words in failed.output, failed.output
+
+
 def test_prune_channels_writes_a_smaller_model_and_lists_groups(files, digits_data):
     import keras
 

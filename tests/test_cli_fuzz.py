@@ -186,7 +186,10 @@ def cases(command: str, d: Path, read_only: Path) -> list[tuple[str, list[str]]]
              lambda v: bench(out_=v))
         slot("option", [("runs 0", ["--runs", "0"]), ("threads -1", ["--threads", "-1"]),
                         ("metric markup", ["--metric", MARKUP]),
-                        ("baseline markup", ["--baseline", MARKUP])],
+                        ("baseline markup", ["--baseline", MARKUP]),
+                        ("registry baseline without a name", ["--baseline", "registry:"]),
+                        ("registry baseline unknown", ["--baseline", "registry:nope",
+                                                       "--registry-root", str(d / "registry")])],
              lambda v: bench(extra=v))
     elif command == "gate":
         budgets = str(d / "budgets.yaml")

@@ -157,7 +157,9 @@ def bench(
     data: Annotated[Path, typer.Option(help=".npz with 'x' (or one array per input) and 'y'")],
     out: Annotated[Path, typer.Option(help="folder for report.json, report.md, report.html")],
     baseline: Annotated[
-        Optional[str], typer.Option(help="baseline name (default: the first)")
+        Optional[str], typer.Option(help="baseline name (default: the first), or "
+                                         "registry:NAME[@VERSION] to measure against the "
+                                         "registry's production (or that) version")
     ] = None,
     metric: Annotated[
         Optional[list[str]], typer.Option(help="accuracy | topK | mae | rmse (repeatable)")
@@ -167,20 +169,57 @@ def bench(
     threads: Annotated[int, typer.Option(min=1, help="interpreter threads")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="samples per timed run")] = 1,
     memory: Annotated[bool, typer.Option(help="measure peak memory in child processes")] = True,
+    registry_root: Annotated[
+        Optional[Path], typer.Option(help="registry folder for --baseline registry:NAME")
+    ] = None,
 ) -> None:
     """Compare models on the same data: metrics, fidelity, latency, memory, size, ops."""
     check_output_folder(out)
-    _load_runtime()
-    from kmot.evaluate import compare
+    from kmot._tempdirs import temporary_directory
 
-    report = compare(list(models), data, baseline=baseline, metrics=metric or ("accuracy",),
-                     runs=runs, warmup=warmup, threads=threads, batch_size=batch_size,
-                     memory=memory)
+    with temporary_directory("bench") as workdir:
+        pulled, made = _from_registry(baseline, registry_root, Path(workdir))
+        _load_runtime()
+        from kmot.evaluate import compare
+
+        candidates = list(models)
+        if pulled:  # the production version first, named as the registry names it
+            candidates = {**pulled, **{m.stem: m for m in models}}
+            if len(candidates) != len(pulled) + len(models):
+                from kmot.errors import EvaluationError
+
+                raise EvaluationError(f"Expected distinct file names. Received: {models}")
+        report = compare(candidates, data,
+                         baseline=next(iter(pulled), None) or baseline,
+                         metrics=metric or ("accuracy",), runs=runs, warmup=warmup,
+                         threads=threads, batch_size=batch_size, memory=memory,
+                         provenance=made)
     raise_if_interrupted()
     paths = report.save(out)
     report.print_table(console)
     console.print(f"wrote {paths['json']}, {paths['markdown'].name}, {paths['html'].name}",
                   soft_wrap=True)
+
+
+def _from_registry(baseline: str | None, root: Path | None, workdir: Path):
+    """``({label: pulled file}, {label: provenance})`` for ``registry:NAME[@VERSION]``."""
+    if baseline is None or not baseline.startswith("registry:"):
+        return {}, {}
+    from kmot.errors import RegistryError
+    from kmot.registry import Registry
+
+    spec = baseline[len("registry:"):]
+    name, _, version = spec.partition("@")
+    if not name or (version and not version.isdigit()):
+        raise RegistryError(f"Expected --baseline registry:NAME or registry:NAME@VERSION "
+                            f"(VERSION a number). Received: --baseline {baseline}")
+    registry = Registry(root)
+    chosen = registry.show(name, int(version) if version else None)
+    label = f"{chosen.name} v{chosen.version}" + (" (production)" if chosen.production else "")
+    path = registry.pull(name, chosen.version, dest=workdir / f"registry-{chosen.version}"
+                         / chosen.source)
+    return {label: path}, {label: {"source": f"registry {registry.root} {chosen.label}",
+                                   "source_sha256": chosen.sha256}}
 
 
 @app.command(name="gate")
