@@ -27,6 +27,7 @@ from kmot.export.calibration import (
     input_specs,
 )
 from kmot.export.naming import layer_names, layers_of_tensor
+from kmot.export.recurrent import unrolled_recurrences
 from kmot.export.static_shapes import static_batch_reshapes
 
 __all__ = ["to_litert", "QUANTIZE_MODES", "write_atomic", "load_model", "signature_names"]
@@ -268,6 +269,7 @@ def to_litert(
             "decides that when it is prepared: quantize_model(model, config={name: 'skip'}). "
             f"Received: keep_float={keep_float}"
         )
+    _check_recurrent(model, allow_select_tf_ops)
     samples = None
     if quantize in _CALIBRATED and not qat:
         samples = calibration_samples(
@@ -333,9 +335,31 @@ def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
         for t, name in zip(model.inputs, signature_names(model))
     ]
     signature = [specs] if len(specs) > 1 else specs
-    with static_batch_reshapes():  # one RESHAPE, not SHAPE+STRIDED_SLICE+PACK+RESHAPE
+    # one RESHAPE, not SHAPE+STRIDED_SLICE+PACK+RESHAPE; LSTM/GRU as builtin ops, no Flex
+    with static_batch_reshapes(), unrolled_recurrences(model):
         archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
         archive.write_out(directory, verbose=False)
+
+
+def _check_recurrent(model, allow_select_tf_ops: bool) -> None:
+    """Recurrent layers need a fixed number of time steps for builtin ops (see
+    `kmot.export.recurrent`); without one only TensorFlow (Flex) ops can run them."""
+    if allow_select_tf_ops:
+        return
+    from kmot.export.recurrent import recurrent_layers, unrolled_recurrences
+
+    if not recurrent_layers(model):
+        return
+    with unrolled_recurrences(model) as looping:
+        pass
+    if looping:
+        raise ConversionError(
+            f"Recurrent layer(s) {looping} of model '{model.name}' have no fixed number of "
+            "time steps, so LiteRT's builtin ops cannot run them (the converter would need "
+            "TensorFlow ops, which the LiteRT interpreter lacks). Expected an input with a "
+            "known sequence length, e.g. keras.Input((40, features)) (pad or crop sequences "
+            "to it), or allow_select_tf_ops=True for a runtime with the Flex delegate. "
+            f"Received: time steps None in {looping}")
 
 
 def _prepare_quantization_aware(model, quantize):
