@@ -221,6 +221,7 @@ def to_litert(
     allow_float_fallback: bool = False,
     allow_select_tf_ops: bool = False,
     verify: bool = True,
+    input_shapes: Sequence[Sequence[int | None]] | None = None,
 ) -> bytes:
     """Converts a Keras 3 model to a LiteRT flatbuffer, optionally quantized.
 
@@ -246,6 +247,9 @@ def to_litert(
         allow_select_tf_ops: allow TensorFlow ops the LiteRT builtins lack (the
             file then needs the Flex delegate at run time).
         verify: load the result in the LiteRT interpreter and run it once.
+        input_shapes: for a subclassed model (no symbolic inputs): one shape per
+            input, batch first (``[(None, 8, 8, 1)]``). Default: the shapes it was
+            built with; a model never called or built needs it.
 
     Returns:
         The flatbuffer bytes.
@@ -260,7 +264,7 @@ def to_litert(
         ...                     representative_data=x_train[:200])  # doctest: +SKIP
     """
     keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
-    model = load_model(model)
+    model = _as_graph(load_model(model), input_shapes)
     model, quantize, qat = _prepare_quantization_aware(model, quantize)
     _check_options(quantize, inference_input_type, inference_output_type, keep_float)
     if qat and keep_float:
@@ -339,6 +343,43 @@ def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
     with static_batch_reshapes(), unrolled_recurrences(model):
         archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
         archive.write_out(directory, verbose=False)
+
+
+def _as_graph(model, input_shapes):
+    """A model with symbolic inputs: a subclassed one traced (at `input_shapes`, or the
+    shapes it was built with) into a Functional copy; the others as they are."""
+    from kmot.core import as_functional, is_graph_model
+    from kmot.errors import UnsupportedModelError
+
+    if is_graph_model(model):
+        if input_shapes is not None:
+            raise KmotError(
+                "input_shapes= is for models without symbolic inputs (subclassed models). "
+                f"Expected it unset for model '{model.name}', whose inputs are "
+                f"{[tuple(t.shape) for t in model.inputs]}. Received: input_shapes="
+                f"{input_shapes!r}")
+        return model
+    if input_shapes is not None:
+        shapes = list(input_shapes)
+        if not shapes or not all(isinstance(s, (list, tuple)) and len(s) >= 1 and all(
+                d is None or (isinstance(d, int) and d > 0) for d in s) for s in shapes):
+            raise KmotError(
+                "Expected input_shapes as a list of shapes, one per input, batch first, "
+                "e.g. [(None, 8, 8, 1)]. Received: input_shapes=" f"{input_shapes!r}")
+        import numpy as np
+
+        zeros = [np.zeros([1 if d is None else d for d in s], "float32") for s in shapes]
+        model(zeros[0] if len(zeros) == 1 else zeros, training=False)  # builds it
+    try:
+        return as_functional(model)
+    except UnsupportedModelError as err:
+        if input_shapes is None and not model.built:
+            raise KmotError(
+                f"Model '{model.name}' ({type(model).__name__}) is subclassed and was never "
+                "built, so its input shapes are unknown. Expected input_shapes=[(None, "
+                "...)], one shape per input, or a model called once on data. Received: an "
+                "unbuilt subclassed model") from err
+        raise
 
 
 def _check_recurrent(model, allow_select_tf_ops: bool) -> None:
