@@ -127,3 +127,18 @@ def test_prune_channels_step_options_are_checked():
     with pytest.raises(RecipeError, match=r"importance 'taylor' ranks once"):
         load_recipe({"name": "r", "steps": [{"prune_channels": {"importance": "taylor",
                                                                 "gradual": True}}]})
+
+
+def test_factorize_step_makes_fewer_parameters(files):
+    recipe = {"name": "low_rank", "training": {"epochs": 1},
+              "steps": [{"factorize": {"compression": 2.0}}],
+              "evaluate": {"runs": 3, "warmup": 0, "memory": False}}
+    result = optimize(files / "base.keras", recipe, train_data=files / "train.npz",
+                      val_data=files / "val.npz", out_dir=files / "low_rank", progress=False)
+    from kmot.export import load_model
+
+    base = load_model(files / "base.keras")
+    assert result.model.count_params() <= base.count_params() / 2 * 1.05
+    assert result.report.candidate("low_rank").provenance.steps[0].options["compression"] == 2.0
+    with pytest.raises(RecipeError, match=r"give one of rank, energy and compression"):
+        load_recipe({"name": "r", "steps": [{"factorize": {"rank": 4, "energy": 0.9}}]})

@@ -140,6 +140,13 @@ def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
         return sparsity.strip_pruning(wrapped)
     if step.kind == "prune_channels":
         return _prune_channels(step, model, recipe, x, y, fit)
+    if step.kind == "factorize":
+        from kmot import decomposition
+
+        factored = decomposition.factorize(model, rank=step.rank, energy=step.energy,
+                                           compression=step.compression, method=step.method)
+        _compile(factored, recipe).fit(x, y, **fit)
+        return factored
     if step.kind == "cluster":
         wrapped = clustering.cluster_weights(
             model, number_of_clusters=step.number_of_clusters, cluster_centroids_init=step.init,

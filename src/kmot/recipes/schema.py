@@ -1,7 +1,7 @@
 """The recipe schema: a declarative pipeline, validated field by field.
 
 A recipe (YAML) names the steps that turn a baseline into a deployable model:
-``steps`` (prune, prune_channels, cluster, quantize, distill) fine-tune in turn, then
+``steps`` (prune, prune_channels, factorize, cluster, quantize, distill) fine-tune in turn, then
 ``export`` writes the LiteRT file (with post-training quantization if asked),
 ``evaluate`` compares it with the baseline, ``gate`` checks budgets and
 ``register`` pushes the artifact to the model registry.
@@ -32,7 +32,7 @@ class RecipeError(KmotError, ValueError):
 
 
 #: The step kinds a recipe's ``steps`` may name, in the order they are documented.
-STEP_KINDS = ("prune", "prune_channels", "cluster", "quantize", "distill")
+STEP_KINDS = ("prune", "prune_channels", "factorize", "cluster", "quantize", "distill")
 
 
 class _Strict(BaseModel):
@@ -84,6 +84,27 @@ class PruneChannelsStep(_Strict):
         return self
 
 
+class FactorizeStep(_Strict):
+    """Low-rank factorization (`kmot.decomposition.factorize`), then fine-tuning.
+
+    At most one of ``rank``, ``energy`` and ``compression``; none: kept energy 0.9.
+    """
+
+    kind: Literal["factorize"] = "factorize"
+    rank: int | None = Field(None, ge=1)
+    energy: float | None = Field(None, gt=0, le=1)
+    compression: float | None = Field(None, ge=1)
+    method: Literal["auto", "svd", "tucker", "spatial"] = "auto"
+    epochs: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> FactorizeStep:
+        given = [k for k in ("rank", "energy", "compression") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of rank, energy and compression, not {given}")
+        return self
+
+
 class ClusterStep(_Strict):
     kind: Literal["cluster"] = "cluster"
     number_of_clusters: int = Field(16, ge=2)
@@ -109,7 +130,8 @@ class DistillStep(_Strict):
     epochs: int | None = Field(None, ge=1)
 
 
-Step = Annotated[Union[PruneStep, PruneChannelsStep, ClusterStep, QuantizeStep, DistillStep],
+Step = Annotated[Union[PruneStep, PruneChannelsStep, FactorizeStep, ClusterStep, QuantizeStep,
+                       DistillStep],
                  Field(discriminator="kind")]
 
 
