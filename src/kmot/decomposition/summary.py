@@ -178,10 +178,15 @@ def summary(
         DecompositionError, LayerSelectionError, UnsupportedModelError: as `factorize`.
 
     Example:
-        >>> print(summary(model, compression=2.0))     # doctest: +SKIP
-        >>> small = factorize(model, compression=2.0)
-        >>> summary(small).compression >= 2.0
-        True
+        >>> import keras, kmot
+        >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, name="d")])
+        >>> preview = kmot.decomposition.summary(model, rank=8)
+        >>> preview.layer("d").params_after                 # 8 * (64 + 64) + 64
+        1088
+        >>> print(kmot.decomposition.summary(kmot.decomposition.factorize(model, rank=8)))  # doctest: +SKIP
+        layer  type   method  rank  energy          params            MACs
+        d      Dense  svd     8      38.1%  4,160 -> 1,088  4,096 -> 1,024
+        model: 4,160 -> 1,088 parameters (3.82x), 4,096 -> 1,024 MACs (4.00x); rank=8, method='auto'
     """
     from kmot.decomposition.plan import check_method, check_model, plan
     from kmot.decomposition.ranks import check_criterion
