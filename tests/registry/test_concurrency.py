@@ -134,8 +134,8 @@ def test_gc_running_while_processes_push_loses_no_version(tmp_path):
     orphans = {}
     for k in range(6):                    # what six pushes killed before their rows left
         (folder / f"orphan-{k}.bin").write_bytes(f"orphan {k} ".encode() * 10_000)
-        digest, _ = registry.objects.put(folder / f"orphan-{k}.bin")
-        os.utime(registry.objects.path(digest), (old, old))
+        digest, _ = registry.backend.objects.put(folder / f"orphan-{k}.bin")
+        os.utime(registry.backend.objects.path(digest), (old, old))
         orphans[k] = digest
     for k in range(3):
         part = root / "objects" / f".incoming.{k:016x}.part"
@@ -179,6 +179,6 @@ def test_gc_running_while_processes_push_loses_no_version(tmp_path):
     # (which then stored them again), and 3-5 now at the latest.
     final = registry.gc(grace=60)
     assert set(gc_run["removed"]) | set(final.removed_objects) <= set(orphans.values())
-    assert all(not registry.objects.path(orphans[k]).exists() for k in (3, 4, 5))
+    assert all(not registry.backend.objects.path(orphans[k]).exists() for k in (3, 4, 5))
     assert not list((root / "objects").glob(".*.part"))
     assert registry.verify().ok and registry.verify().checked_versions == 3 * PUSHES + 1 + 3

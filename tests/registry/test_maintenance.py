@@ -39,19 +39,19 @@ def registry(tmp_path):
 def orphan(registry, tmp_path, content):
     """An object a push stored before it was killed, so no version refers to it."""
     (tmp_path / "orphan.bin").write_bytes(content)
-    digest, _ = registry.objects.put(tmp_path / "orphan.bin")
+    digest, _ = registry.backend.objects.put(tmp_path / "orphan.bin")
     return digest
 
 
 def partial(registry, name=".incoming.0123456789abcdef.part", folder=None):
     """A temporary file a killed write left behind."""
-    path = (folder or registry.objects.folder) / name
+    path = (folder or registry.backend.objects.folder) / name
     path.write_bytes(b"half an artifact")
     return path
 
 
 def stored(registry):
-    return sorted(p.name for p in registry.objects.folder.rglob("*") if p.is_file())
+    return sorted(p.name for p in registry.backend.objects.folder.rglob("*") if p.is_file())
 
 
 # -- verify -------------------------------------------------------------------------
@@ -69,13 +69,13 @@ def test_verify_a_sound_registry(registry):
 
 def test_verify_lists_each_missing_or_corrupted_object_and_exits_1(registry):
     v1, v2 = registry.show("digits", 1), registry.show("digits", 2)
-    registry.objects.path(v1.sha256).write_bytes(b"junk")
-    registry.objects.path(v2.sha256).unlink()
+    registry.backend.objects.path(v1.sha256).write_bytes(b"junk")
+    registry.backend.objects.path(v2.sha256).unlink()
     result = registry.verify()
     assert not result.ok and result.checked_objects == 2
     by_problem = {p.problem: p for p in result.problems}
     assert by_problem["mismatch"] == VerifyProblem(
-        v1.sha256, 4500, "mismatch", ("digits v1", "other v1"), str(registry.objects.path(
+        v1.sha256, 4500, "mismatch", ("digits v1", "other v1"), str(registry.backend.objects.path(
             v1.sha256)), found_sha256=by_problem["mismatch"].found_sha256, found_bytes=4)
     assert by_problem["missing"].versions == ("digits v2",)
     assert by_problem["missing"].found_sha256 is None
@@ -92,7 +92,7 @@ def test_verify_lists_each_missing_or_corrupted_object_and_exits_1(registry):
 
 def test_verify_catches_a_same_size_flipped_byte(registry):
     v2 = registry.show("digits", 2)
-    path = registry.objects.path(v2.sha256)
+    path = registry.backend.objects.path(v2.sha256)
     data = bytearray(path.read_bytes())
     data[7] ^= 1
     path.write_bytes(bytes(data))
@@ -106,17 +106,17 @@ def test_verify_catches_a_same_size_flipped_byte(registry):
 def test_gc_removes_old_unreferenced_objects_and_partial_files_only(registry, tmp_path):
     keep = stored(registry)
     old_orphan = orphan(registry, tmp_path, b"killed push" * 100)
-    age(registry.objects.path(old_orphan), 2 * HOUR)
+    age(registry.backend.objects.path(old_orphan), 2 * HOUR)
     young_orphan = orphan(registry, tmp_path, b"push in progress" * 100)
     old_part = partial(registry)
     age(old_part, 2 * HOUR)
-    shard_part = partial(registry, ".x.part", registry.objects.path(old_orphan).parent)
+    shard_part = partial(registry, ".x.part", registry.backend.objects.path(old_orphan).parent)
     age(shard_part, 2 * HOUR)
     young_part = partial(registry, ".incoming.fedcba9876543210.part")
-    for path in registry.objects.folder.rglob("*"):
+    for path in registry.backend.objects.folder.rglob("*"):
         if path.is_file() and path.name in keep:
             age(path, 10 * HOUR)                     # old, but referenced: always kept
-    unknown = registry.objects.folder / "notes.txt"
+    unknown = registry.backend.objects.folder / "notes.txt"
     unknown.write_text("not kmot's")
     age(unknown, 10 * HOUR)
 
@@ -125,7 +125,7 @@ def test_gc_removes_old_unreferenced_objects_and_partial_files_only(registry, tm
                                           f"objects/{old_orphan[:2]}/.x.part"),
                            freed_bytes=1100 + 2 * 16, kept_recent=2, referenced_objects=2,
                            grace_s=3600.0, dry_run=True)
-    assert old_part.exists() and registry.objects.path(old_orphan).exists()
+    assert old_part.exists() and registry.backend.objects.path(old_orphan).exists()
 
     done = registry.gc()
     assert done == GcResult(dry.removed_objects, dry.removed_partials, dry.freed_bytes, 2, 2,
@@ -140,7 +140,7 @@ def test_gc_removes_old_unreferenced_objects_and_partial_files_only(registry, tm
 
 def test_gc_cli_grace_dry_run_and_json(registry, tmp_path):
     digest = orphan(registry, tmp_path, b"killed push" * 100)
-    age(registry.objects.path(digest), 45 * 60)
+    age(registry.backend.objects.path(digest), 45 * 60)
     root = ["--root", registry.root]
     kept = kmot("gc", *root)                                   # default grace: 1 hour
     assert kept.exit_code == 0, kept.output
@@ -149,11 +149,11 @@ def test_gc_cli_grace_dry_run_and_json(registry, tmp_path):
     dry = kmot("gc", "--grace", "30m", "--dry-run", *root)
     assert dry.exit_code == 0, dry.output
     assert f"would remove object {digest}" in dry.output
-    assert registry.objects.path(digest).exists()
+    assert registry.backend.objects.path(digest).exists()
     data = json.loads(kmot("gc", "--grace", "1800s", "--json", *root).output)
     assert data["removed_objects"] == [digest] and data["freed_bytes"] == 1100
     assert data["grace_s"] == 1800.0 and data["dry_run"] is False
-    assert not registry.objects.path(digest).exists()
+    assert not registry.backend.objects.path(digest).exists()
     for grace, seconds in (("0", 0.0), ("90", 90.0), ("1.5h", 5400.0), ("2M", 120.0)):
         result = json.loads(kmot("gc", "--grace", grace, "--json", *root).output)
         assert result["grace_s"] == seconds
@@ -185,7 +185,7 @@ def test_gc_removes_objects_of_pushes_that_never_committed_a_row(tmp_path):
     registry = Registry(tmp_path / "registry")
     digest = orphan(registry, tmp_path, b"first push, killed")
     assert registry.gc(grace=0).removed_objects == (digest,)
-    assert stored(registry) == [] and not registry.index_path.exists()
+    assert stored(registry) == [] and not registry.backend.index_path.exists()
 
 
 # -- push against a concurrent gc ------------------------------------------------------
@@ -195,7 +195,7 @@ def test_push_stores_its_object_again_if_gc_removed_it_before_the_row(
         registry, tmp_path, monkeypatch):
     """gc may delete an unreferenced object between push's copy and its commit (only with
     a grace shorter than that gap): push notices under the lock and copies again."""
-    put = registry.objects.put
+    put = registry.backend.objects.put
     calls = []
 
     def put_then_gc(src):
@@ -205,7 +205,7 @@ def test_push_stores_its_object_again_if_gc_removed_it_before_the_row(
             assert registry.gc(grace=0).removed_objects == (digest,)
         return digest, size
 
-    monkeypatch.setattr(registry.objects, "put", put_then_gc)
+    monkeypatch.setattr(registry.backend.objects, "put", put_then_gc)
     (tmp_path / "new.tflite").write_bytes(b"brand new weights" * 100)
     version = registry.push(tmp_path / "new.tflite", name="digits")
     assert len(calls) == 2 and version.version == 3
@@ -232,14 +232,14 @@ def test_push_copies_again_if_gc_removed_its_partial_file(registry, tmp_path, mo
 
 
 def test_push_gives_up_if_its_object_keeps_disappearing(registry, tmp_path, monkeypatch):
-    put = registry.objects.put
+    put = registry.backend.objects.put
 
     def put_then_delete(src):
         digest, size = put(src)
-        registry.objects.path(digest).unlink()
+        registry.backend.objects.path(digest).unlink()
         return digest, size
 
-    monkeypatch.setattr(registry.objects, "put", put_then_delete)
+    monkeypatch.setattr(registry.backend.objects, "put", put_then_delete)
     (tmp_path / "new.tflite").write_bytes(b"brand new weights" * 100)
     with pytest.raises(RegistryError, match=r"The stored copy of the artifact was removed 3 "
                        r"times before its version could be recorded.*not grace=0.*Nothing was "

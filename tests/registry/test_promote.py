@@ -1,14 +1,17 @@
-"""Promote and rollback: production versions form a stack; every change is recorded."""
+"""Promote and rollback: production versions form a stack; every change is recorded.
+
+Each test runs on a folder registry and on an MLflow server (`any_registry`).
+"""
 
 import pytest
 
 from kmot.errors import RegistryError
-from kmot.registry import Promotion, Registry
+from kmot.registry import Promotion
 
 
 @pytest.fixture
-def registry(tmp_path):
-    registry = Registry(tmp_path / "registry")
+def registry(any_registry, tmp_path):
+    registry = any_registry
     for i in range(1, 4):
         artifact = tmp_path / f"model_{i}.tflite"
         artifact.write_bytes(f"weights {i}".encode())

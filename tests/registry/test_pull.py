@@ -9,9 +9,7 @@ from kmot.errors import RegistryError
 from kmot.registry import Registry
 
 
-@pytest.fixture
-def registry(tmp_path):
-    registry = Registry(tmp_path / "registry")
+def push_two(registry, tmp_path):
     for i in (1, 2):
         artifact = tmp_path / f"model_{i}.tflite"
         artifact.write_bytes(f"weights {i}".encode() * 1000)
@@ -19,31 +17,43 @@ def registry(tmp_path):
     return registry
 
 
+@pytest.fixture
+def registry(tmp_path):
+    """A folder registry holding digits v1 and v2."""
+    return push_two(Registry(tmp_path / "registry"), tmp_path)
+
+
+@pytest.fixture
+def pushed(any_registry, tmp_path):
+    """The same, then on an MLflow server: for what every backend does alike."""
+    return push_two(any_registry, tmp_path)
+
+
 def leftovers(folder):
     return sorted(p.name for p in folder.rglob(".*.part"))
 
 
-def test_pull_defaults_to_production_else_latest(registry, tmp_path):
-    assert registry.pull("digits", dest=tmp_path / "a.bin").read_bytes().startswith(b"weights 2")
-    registry.promote("digits", 1)
-    assert registry.pull("digits", dest=tmp_path / "b.bin").read_bytes().startswith(b"weights 1")
-    assert registry.pull("digits", 2, dest=tmp_path / "c.bin").read_bytes().startswith(b"weights 2")
+def test_pull_defaults_to_production_else_latest(pushed, tmp_path):
+    assert pushed.pull("digits", dest=tmp_path / "a.bin").read_bytes().startswith(b"weights 2")
+    pushed.promote("digits", 1)
+    assert pushed.pull("digits", dest=tmp_path / "b.bin").read_bytes().startswith(b"weights 1")
+    assert pushed.pull("digits", 2, dest=tmp_path / "c.bin").read_bytes().startswith(b"weights 2")
 
 
-def test_pull_into_a_folder_uses_the_pushed_file_name(registry, tmp_path):
+def test_pull_into_a_folder_uses_the_pushed_file_name(pushed, tmp_path):
     deploy = tmp_path / "deploy"
     deploy.mkdir()
-    assert registry.pull("digits", 1, dest=deploy) == deploy / "model_1.tflite"
-    new = registry.pull("digits", 2, dest=f"{tmp_path}/new/")     # a str ending in "/"
+    assert pushed.pull("digits", 1, dest=deploy) == deploy / "model_1.tflite"
+    new = pushed.pull("digits", 2, dest=f"{tmp_path}/new/")     # a str ending in "/"
     assert new == tmp_path / "new" / "model_2.tflite"
-    nested = registry.pull("digits", 2, dest=tmp_path / "a" / "b" / "model.tflite")
+    nested = pushed.pull("digits", 2, dest=tmp_path / "a" / "b" / "model.tflite")
     assert nested.read_bytes() == (tmp_path / "model_2.tflite").read_bytes()
 
 
-def test_pull_replaces_an_existing_file(registry, tmp_path):
+def test_pull_replaces_an_existing_file(pushed, tmp_path):
     dest = tmp_path / "model.tflite"
     dest.write_bytes(b"old")
-    registry.pull("digits", 1, dest=dest)
+    pushed.pull("digits", 1, dest=dest)
     assert dest.read_bytes() == (tmp_path / "model_1.tflite").read_bytes()
     assert leftovers(tmp_path) == []
 
@@ -91,12 +101,12 @@ def test_a_truncated_or_missing_object_is_detected(registry, tmp_path):
     assert not (tmp_path / "out.tflite").exists()
 
 
-def test_pulled_files_get_ordinary_permissions(registry, tmp_path):
+def test_pulled_files_get_ordinary_permissions(pushed, tmp_path):
     if os.name != "posix":
         pytest.skip("POSIX permissions")
     old = os.umask(0o022)
     try:
-        path = registry.pull("digits", 1, dest=tmp_path / "m.tflite")
+        path = pushed.pull("digits", 1, dest=tmp_path / "m.tflite")
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644

@@ -1,4 +1,7 @@
-"""Pushing, listing and showing versions; every input error names what was expected."""
+"""Pushing, listing and showing versions; every input error names what was expected.
+
+Tests taking `any_registry` run on a folder registry and on an MLflow server.
+"""
 
 import hashlib
 import json
@@ -54,7 +57,8 @@ def test_identical_artifacts_are_stored_once(registry, artifacts, tmp_path):
     assert len(objects) == 1
 
 
-def test_list_show_and_models(registry, artifacts):
+def test_list_show_and_models(any_registry, artifacts):
+    registry = any_registry
     registry.push(artifacts / "a.tflite", name="digits", tags=["int8", "int8", "pruned"],
                   metadata={"git_sha": "abc123", "epochs": 5})
     registry.push(artifacts / "b.tflite", name="digits")
@@ -77,7 +81,8 @@ def test_list_show_and_models(registry, artifacts):
     assert data["tags"] == ["int8", "pruned"] and json.loads(json.dumps(data)) == data
 
 
-def test_report_from_a_dict_a_file_and_a_folder(registry, artifacts, tmp_path):
+def test_report_from_a_dict_a_file_and_a_folder(any_registry, artifacts, tmp_path):
+    registry = any_registry
     v1 = registry.push(artifacts / "a.tflite", name="m",
                        report={"accuracy": 0.97, "p50_ms": 1.5, "dataset": "digits", "ok": True})
     assert v1.report == {"accuracy": 0.97, "p50_ms": 1.5, "dataset": "digits", "ok": True}
@@ -125,7 +130,8 @@ def kmot_report(artifacts):
     return data
 
 
-def test_a_kmot_report_is_summarized_for_the_pushed_candidate(registry, artifacts, tmp_path):
+def test_a_kmot_report_is_summarized_for_the_pushed_candidate(any_registry, artifacts, tmp_path):
+    registry = any_registry
     report = kmot_report(artifacts)
     (tmp_path / "report.json").write_text(json.dumps(report))
     version = registry.push(artifacts / "a.tflite", name="digits", report=tmp_path / "report.json")
@@ -155,7 +161,8 @@ def test_reading_an_empty_registry_creates_nothing(tmp_path):
     assert not registry.root.exists()
 
 
-def test_unknown_name_lists_the_known_ones(registry, artifacts):
+def test_unknown_name_lists_the_known_ones(any_registry, artifacts):
+    registry = any_registry
     registry.push(artifacts / "a.tflite", name="digits")
     for call in (lambda: registry.show("digit"), lambda: registry.list("digit"),
                  lambda: registry.current("digit"), lambda: registry.promote("digit", 1),
@@ -165,7 +172,8 @@ def test_unknown_name_lists_the_known_ones(registry, artifacts):
             call()
 
 
-def test_unknown_version_gives_the_range(registry, artifacts):
+def test_unknown_version_gives_the_range(any_registry, artifacts):
+    registry = any_registry
     registry.push(artifacts / "a.tflite", name="digits")
     registry.push(artifacts / "b.tflite", name="digits")
     for call in (lambda: registry.show("digits", 3), lambda: registry.promote("digits", 3),
@@ -189,7 +197,8 @@ def test_bad_names(registry, artifacts, name):
         registry.push(artifacts / "a.tflite", name=name)
 
 
-def test_missing_empty_and_folder_artifacts(registry, artifacts, tmp_path):
+def test_missing_empty_and_folder_artifacts(any_registry, artifacts, tmp_path):
+    registry = any_registry
     with pytest.raises(RegistryError, match=r"No such artifact file\. Expected an existing file"
                        r".*Received: .*missing\.tflite"):
         registry.push(tmp_path / "missing.tflite", name="m")
@@ -203,7 +212,8 @@ def test_missing_empty_and_folder_artifacts(registry, artifacts, tmp_path):
     assert registry.list() == []
 
 
-def test_bad_reports(registry, artifacts, tmp_path):
+def test_bad_reports(any_registry, artifacts, tmp_path):
+    registry = any_registry
     with pytest.raises(RegistryError, match=r"No such report file\. Expected a JSON file.*"
                        r"Received: report='.*nope\.json'"):
         registry.push(artifacts / "a.tflite", name="m", report=tmp_path / "nope.json")
@@ -224,7 +234,8 @@ def test_bad_reports(registry, artifacts, tmp_path):
     assert registry.list() == []        # nothing is recorded when an input is bad
 
 
-def test_bad_tags_and_metadata(registry, artifacts):
+def test_bad_tags_and_metadata(any_registry, artifacts):
+    registry = any_registry
     with pytest.raises(RegistryError, match=r"Expected `tags=` to be a list of non-empty "
                        r"strings.*Received: tags='int8'"):
         registry.push(artifacts / "a.tflite", name="m", tags="int8")

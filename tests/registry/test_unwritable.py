@@ -208,7 +208,7 @@ def test_a_refused_pull_creates_no_folder(tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"weights" * 100)
     registry = Registry(tmp_path / "registry")
     version = registry.push(tmp_path / "model.tflite", name="digits")
-    registry.objects.path(version.sha256).write_bytes(b"corrupted")
+    registry.backend.objects.path(version.sha256).write_bytes(b"corrupted")
     for dest in (tmp_path / "new" / "deeper" / "model.tflite", f"{tmp_path}/fresh/"):
         with pytest.raises(RegistryError, match=r"Checksum mismatch"):
             registry.pull("digits", dest=dest)
@@ -247,7 +247,7 @@ def test_a_stored_object_that_cannot_be_read_is_named_as_such(tmp_path, monkeypa
     (tmp_path / "model.tflite").write_bytes(b"weights")
     registry = Registry(tmp_path / "registry")
     version = registry.push(tmp_path / "model.tflite", name="digits")
-    stored = registry.objects.path(version.sha256)
+    stored = registry.backend.objects.path(version.sha256)
 
     def refuse(src, dest, **kwargs):
         raise PermissionError(13, "Permission denied", str(src))
@@ -275,7 +275,7 @@ def test_a_push_its_index_refuses_stores_no_object(tmp_path):
     newer = Registry(tmp_path / "newer")
     (tmp_path / "first.tflite").write_bytes(b"first")
     newer.push(tmp_path / "first.tflite", name="digits")
-    conn = sqlite3.connect(newer.index_path)
+    conn = sqlite3.connect(newer.backend.index_path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     before = tree(newer.root / "objects")

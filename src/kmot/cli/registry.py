@@ -17,14 +17,16 @@ registry_app = typer.Typer(
          "verify.",
     no_args_is_help=True,
 )
+# A str, not a Path: Path("mlflow://host:5000") would collapse the "//".
 RegistryRoot = Annotated[
-    Optional[Path],
-    typer.Option("--root", help="registry folder (default: $KMOT_REGISTRY or ~/.kmot/registry)"),
+    Optional[str],
+    typer.Option("--root", help="registry folder, or an MLflow server as mlflow://HOST:PORT "
+                                "(default: $KMOT_REGISTRY or ~/.kmot/registry)"),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def _open_registry(root: Optional[Path]):
+def _open_registry(root: Optional[str]):
     from kmot.registry import Registry
 
     return Registry(root)

@@ -1,7 +1,9 @@
 """Model registry: versioned, checksummed artifacts with a production pointer and rollback.
 
 Embedded: a folder holding a SQLite index and a content-addressed ``objects/``
-folder, safe for several processes at once. No TensorFlow or Keras is imported.
+folder, safe for several processes at once. Or, for a team, an MLflow tracking
+server's model registry: ``Registry("mlflow://host:port")`` (``pip install
+"kmot[mlflow]"``), with the same API. No TensorFlow or Keras is imported.
 
 Example:
     >>> from kmot.registry import Registry

@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from kmot.errors import RegistryError
+from kmot.registry.messages import unknown_name, unknown_version
 from kmot.registry.records import ModelVersion
 from kmot.registry.validate import check_stored_version
 
@@ -213,12 +214,7 @@ def latest_version(conn: sqlite3.Connection | None, root: Path, name: str) -> in
     if latest is None:
         known = [] if conn is None else [r[0] for r in conn.execute(
             "SELECT DISTINCT name FROM versions ORDER BY name LIMIT 20")]
-        expected = f"one of {known}" if known else "a pushed model (it has none yet)"
-        raise RegistryError(
-            f"Unknown model name. Expected {expected} in the registry at {root}; push a "
-            f"version first (`Registry.push(path, name={name!r})` or `kmot registry push FILE "
-            f"--name {name}`), or check the registry root (`root=`, --root or $KMOT_REGISTRY). "
-            f"Received: name={name!r}")
+        raise unknown_name(name, known, root)
     return latest
 
 
@@ -232,11 +228,7 @@ def version_row(conn: sqlite3.Connection | None, root: Path, name: str,
     row = None if conn is None else conn.execute(
         "SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
     if row is None:
-        latest = latest_version(conn, root, name)
-        raise RegistryError(
-            f"Unknown version of {name!r}. Expected a version from 1 to {latest}; list them "
-            f"with `Registry.list({name!r})` or `kmot registry list {name}`. "
-            f"Received: version={version}")
+        raise unknown_version(name, version, latest_version(conn, root, name))
     return row
 
 

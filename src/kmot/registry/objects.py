@@ -15,7 +15,7 @@ from pathlib import Path
 from kmot._files import copy_atomically, fsync_dir, sha256_file, write_temp
 from kmot.errors import RegistryError
 
-__all__ = ["ObjectStore", "copy_atomically", "sha256_file"]
+__all__ = ["ObjectStore", "copy_atomically", "copy_verified", "sha256_file"]
 
 
 class ObjectStore:
@@ -51,41 +51,48 @@ class ObjectStore:
         return digest, size
 
     def copy_out(self, sha256: str, target: Path, *, dest: str | os.PathLike) -> tuple[str, int]:
-        """Copies an object to ``target`` if its bytes hash to ``sha256``.
-
-        Missing parent folders of ``target`` are created, and removed again when
-        nothing is written (an error, or a digest that does not match), so a refused
-        pull leaves no trace. ``dest`` is what the caller asked for, for messages.
-
-        Returns:
-            The sha256 and size of the bytes read: ``target`` was written only if the
-            digest equals ``sha256``.
-
-        Raises:
-            RegistryError: the object cannot be read or ``target`` cannot be written.
-        """
+        """Copies an object to ``target`` if its bytes hash to ``sha256`` (see `copy_verified`)."""
         obj = self.path(sha256)
-        made = _missing_folders(target.parent)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            found, size = copy_atomically(obj, target, expected_sha256=sha256)
-        except OSError as err:
-            _remove_folders(made)
-            if err.filename is not None and os.fspath(err.filename) == os.fspath(obj):
-                raise RegistryError(
-                    f"Cannot read the stored object {obj}. Expected the registry's files to "
-                    f"be readable by this user; check their permissions. Received: {err}"
-                ) from None
-            raise RegistryError(
-                f"Cannot write the pulled file. Expected `dest` (-o) to be a file path in a "
-                f"folder this user can write to, or an existing folder. Nothing was written. "
-                f"Received: dest={str(dest)!r} ({err})") from None
-        except BaseException:
-            _remove_folders(made)
-            raise
-        if found != sha256:
-            _remove_folders(made)
-        return found, size
+        return copy_verified(obj, target, sha256=sha256, dest=dest,
+                             unreadable=f"Cannot read the stored object {obj}. Expected the "
+                                        f"registry's files to be readable by this user; check "
+                                        f"their permissions.")
+
+
+def copy_verified(src: Path, target: Path, *, sha256: str, dest: str | os.PathLike,
+                  unreadable: str) -> tuple[str, int]:
+    """Copies ``src`` to ``target`` if its bytes hash to ``sha256``.
+
+    Missing parent folders of ``target`` are created, and removed again when
+    nothing is written (an error, or a digest that does not match), so a refused
+    pull leaves no trace. ``dest`` is what the caller asked for, and ``unreadable``
+    the sentence that says ``src`` cannot be read, for messages.
+
+    Returns:
+        The sha256 and size of the bytes read: ``target`` was written only if the
+        digest equals ``sha256``.
+
+    Raises:
+        RegistryError: ``src`` cannot be read or ``target`` cannot be written.
+    """
+    made = _missing_folders(target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        found, size = copy_atomically(src, target, expected_sha256=sha256)
+    except OSError as err:
+        _remove_folders(made)
+        if err.filename is not None and os.fspath(err.filename) == os.fspath(src):
+            raise RegistryError(f"{unreadable} Received: {err}") from None
+        raise RegistryError(
+            f"Cannot write the pulled file. Expected `dest` (-o) to be a file path in a "
+            f"folder this user can write to, or an existing folder. Nothing was written. "
+            f"Received: dest={str(dest)!r} ({err})") from None
+    except BaseException:
+        _remove_folders(made)
+        raise
+    if found != sha256:
+        _remove_folders(made)
+    return found, size
 
 
 def _missing_folders(folder: Path) -> list[Path]:

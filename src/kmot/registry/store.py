@@ -1,35 +1,28 @@
 """`Registry`: versioned, checksummed model artifacts with a production pointer and rollback.
 
-On disk, a registry is a folder::
-
-    root/index.sqlite                       versions, production stacks, events
-    root/objects/<sha256[:2]>/<sha256>      artifacts, stored once per content
+One API over two backends (`kmot.registry.backend`): a folder on a local disk
+(`kmot.registry.folder`: a SQLite index and content-addressed objects), or an
+MLflow tracking server's model registry (`kmot.registry.mlflow_store`), chosen by
+``root``: a path, or ``mlflow://host:port``.
 
 Versions of a name are numbered 1, 2, 3, ... in push order. The production version
 of a name is the top of a stack: `promote` pushes onto it, `rollback` pops it, so
 the previous production version is current again.
 
-A push stores the object first, then commits the version row that refers to it, so
-a committed version always has its file; `gc` relies on that order (see
-`kmot.registry.maintenance`). Every value read back from the index is checked as
-it was on write (`kmot.registry.validate`): the index is a file, and a value kmot
-never writes is refused before it reaches a path.
+This class checks every argument once, for every backend, and resolves where
+`pull` writes; the backend stores and reads.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kmot._files import PART_SUFFIX
 from kmot.errors import RegistryError
-from kmot.registry import index
-from kmot.registry.maintenance import DEFAULT_GRACE_S, collect_garbage, verify_objects
-from kmot.registry.objects import ObjectStore
+from kmot.registry.backend import Backend, open_backend, scheme_of
+from kmot.registry.maintenance import DEFAULT_GRACE_S, check_grace
 from kmot.registry.records import (
     GcResult,
     ModelVersion,
@@ -37,7 +30,7 @@ from kmot.registry.records import (
     RegisteredModel,
     VerifyResult,
 )
-from kmot.registry.reports import load_report, summarize
+from kmot.registry.reports import load_report
 from kmot.registry.validate import (
     check_artifact,
     check_file_name,
@@ -50,35 +43,42 @@ from kmot.registry.validate import (
 __all__ = ["ENV_VAR", "Registry", "default_root"]
 
 ENV_VAR = "KMOT_REGISTRY"
-# A push whose files gc removes before its row is committed stores them again; only
-# a gc with grace=0 running in a loop could make it do so more than once.
-_PUT_ATTEMPTS = 3
 
 
-def default_root() -> Path:
-    """The registry folder used when none is given: ``$KMOT_REGISTRY`` or ``~/.kmot/registry``.
+def default_root() -> Path | str:
+    """The registry used when none is given: ``$KMOT_REGISTRY`` or ``~/.kmot/registry``.
+
+    ``$KMOT_REGISTRY`` may also name a server (``mlflow://host:port``): it is then
+    returned as the string it is.
 
     Example:
         >>> default_root()                         # doctest: +SKIP
         PosixPath('/home/me/.kmot/registry')
     """
     env = os.environ.get(ENV_VAR, "").strip()
+    if scheme_of(env) is not None:
+        return env
     return Path(env).expanduser() if env else Path.home() / ".kmot" / "registry"
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 class Registry:
-    """A model registry in a local folder: push, list, show, promote, rollback, pull, gc, verify.
+    """A model registry: push, list, show, promote, rollback, pull, gc, verify.
 
-    Safe for several processes at once: pushes to the same name get distinct
-    versions and none is lost; promote and rollback are single transactions.
+    ``root`` picks the backend: a folder on a local disk (safe for several
+    processes at once: pushes to the same name get distinct versions and none is
+    lost; promote and rollback are single transactions), or an MLflow tracking
+    server's model registry, ``mlflow://host:port`` (``mlflow+https://host`` for
+    TLS; needs ``pip install "kmot[mlflow]"``; see docs/registry.md). Both return
+    the same records and raise the same errors; `gc` is folder-only.
 
     Args:
-        root: the registry folder (created on the first push). Default:
-            `default_root()`, i.e. ``$KMOT_REGISTRY`` or ``~/.kmot/registry``.
+        root: the registry folder (created on the first push), or an MLflow server
+            URI. Default: `default_root()`, i.e. ``$KMOT_REGISTRY`` or
+            ``~/.kmot/registry``.
+
+    Raises:
+        RegistryError: ``root`` is a file, a URI no backend serves, or a malformed
+            MLflow URI (a server is first contacted by the first operation).
 
     Example:
         >>> registry = Registry("registry")                              # doctest: +SKIP
@@ -86,49 +86,19 @@ class Registry:
         ...                   report="report/report.json")              # doctest: +SKIP
         >>> registry.promote("digits", v.version)                        # doctest: +SKIP
         >>> registry.pull("digits", dest="deploy/model.tflite")          # doctest: +SKIP
+        >>> Registry("mlflow://127.0.0.1:5000").current("digits")       # doctest: +SKIP
     """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_root()
-        if self.root.exists() and not self.root.is_dir():
-            raise RegistryError(
-                f"Expected the registry root to be a folder (or not to exist yet). Pass another "
-                f"`root=`. Received: {self.root} is a file")
-        self.objects = ObjectStore(self.root / "objects")
+        self.backend: Backend = open_backend(root if root is not None else default_root())
+
+    @property
+    def root(self) -> Path | str:
+        """The registry folder (a `Path`), or the server URI (a `str`) as given."""
+        return self.backend.root
 
     def __repr__(self) -> str:
         return f"Registry(root={str(self.root)!r})"
-
-    @property
-    def index_path(self) -> Path:
-        """The SQLite index file."""
-        return self.root / "index.sqlite"
-
-    def _read(self):
-        return index.connect(self.index_path, write=False)
-
-    def _write(self):
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise index.read_only_error(self.root, err) from None
-        return index.connect(self.index_path, write=True)
-
-    def _put(self, artifact: Path) -> tuple[str, int] | None:
-        """Stores the artifact; None if gc removed the temporary copy before its rename."""
-        try:
-            return self.objects.put(artifact)
-        except OSError as err:
-            written = None if err.filename is None else Path(os.fspath(err.filename))
-            if (isinstance(err, FileNotFoundError) and written is not None
-                    and written.parent == self.objects.folder
-                    and written.name.endswith(PART_SUFFIX)):
-                return None
-            if written is not None and os.fspath(written) == os.fspath(artifact):
-                raise RegistryError(
-                    f"Cannot read the artifact. Expected a file this user can read; check "
-                    f"its permissions. Received: {err}") from None
-            raise index.read_only_error(self.root, err) from None
 
     # -- writing ------------------------------------------------------------------
 
@@ -143,11 +113,11 @@ class Registry:
     ) -> ModelVersion:
         """Stores an artifact as the next version of ``name``.
 
-        The file is copied into the content-addressed object folder (identical
-        content is stored once) and hashed as it is copied; the version row is then
-        added in one transaction, so concurrent pushes get distinct versions. The
-        row is committed only once its object is in place (a concurrent `gc` never
-        leaves a version without its file).
+        The file is hashed as it is copied (into the folder's content-addressed
+        objects, where identical content is stored once, or into the upload to the
+        server), so the recorded sha256 is that of the bytes stored. The version is
+        recorded only once its file is stored; concurrent pushes get distinct
+        versions.
 
         Args:
             artifact_path: the file to store (e.g. a ``.tflite``).
@@ -163,7 +133,8 @@ class Registry:
         Raises:
             RegistryError: bad name, missing, empty or unreadable artifact, a file name
                 `pull` could not write, unreadable report, metadata that is not JSON,
-                or a registry folder this user cannot write to.
+                a registry folder this user cannot write to, or a server that cannot
+                be reached or refuses the push.
 
         Example:
             >>> Registry("registry").push("model.tflite", name="digits",
@@ -175,39 +146,8 @@ class Registry:
         report_data = load_report(report)
         meta = check_metadata(metadata)
         tag_list = check_tags(tags)
-        if self.index_path.exists():
-            # An index that is not SQLite, is from a newer kmot or may not be written is
-            # refused here, before the copy, so the failed push leaves no object behind.
-            with self._write():
-                pass
-        for _ in range(_PUT_ATTEMPTS):
-            stored = self._put(artifact)
-            if stored is None:
-                continue
-            sha256, size = stored
-            metrics = summarize(report_data, source=source, size_bytes=size)
-            created = _now()
-            with self._write() as conn:
-                # gc deletes only while holding this lock: if it took our object after
-                # the copy, store it again instead of recording a version without it.
-                if not self.objects.path(sha256).is_file():
-                    continue
-                version = conn.execute(
-                    "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?",
-                    (name,)).fetchone()[0]
-                conn.execute(
-                    "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, version, sha256, size, created, source,
-                     None if report_data is None else json.dumps(report_data),
-                     json.dumps(metrics), json.dumps(meta), json.dumps(list(tag_list))))
-                production = index.production_version(conn, name)
-            return ModelVersion(name, version, sha256, size, created, source, report_data,
-                                metrics, meta, tag_list, production == version)
-        raise RegistryError(
-            f"The stored copy of the artifact was removed {_PUT_ATTEMPTS} times before its "
-            f"version could be recorded. Expected `gc` to keep recent files: while others "
-            f"push, run it with the default grace period, not grace=0. Nothing was recorded. "
-            f"Received: {artifact}")
+        return self.backend.push(artifact, name=name, source=source, report=report_data,
+                                 metadata=meta, tags=tag_list)
 
     def promote(self, name: str, version: int) -> ModelVersion:
         """Makes ``version`` the production version of ``name``.
@@ -225,18 +165,7 @@ class Registry:
         Example:
             >>> Registry("registry").promote("digits", 3)   # doctest: +SKIP
         """
-        name, version = check_name(name), check_version(version)
-        with self._write() as conn:
-            row = index.version_row(conn, self.root, name, version)
-            previous = index.production_version(conn, name)
-            if previous != version:
-                at = _now()
-                conn.execute(
-                    "INSERT INTO production SELECT ?, COALESCE(MAX(position), 0) + 1, ?, ? "
-                    "FROM production WHERE name = ?", (name, version, at, name))
-                conn.execute("INSERT INTO events (name, action, version, previous, at) "
-                             "VALUES (?, 'promote', ?, ?, ?)", (name, version, previous, at))
-        return index.to_model_version(row, production=version)
+        return self.backend.promote(check_name(name), check_version(version))
 
     def rollback(self, name: str) -> ModelVersion:
         """Makes the previous production version of ``name`` current again, atomically.
@@ -253,26 +182,7 @@ class Registry:
         Example:
             >>> Registry("registry").rollback("digits")   # doctest: +SKIP
         """
-        name = check_name(name)
-        with self._write() as conn:
-            index.latest_version(conn, self.root, name)
-            stack = [r["version"] for r in conn.execute(
-                "SELECT version FROM production WHERE name = ? ORDER BY position DESC LIMIT 2",
-                (name,))]
-            if len(stack) < 2:
-                current = f"v{stack[0]} is the only version ever promoted" if stack else \
-                    "no version was ever promoted"
-                raise RegistryError(
-                    f"Nothing to roll back to for {name!r}: {current}. Expected an earlier "
-                    f"production version; promote the version you want with "
-                    f"`promote({name!r}, VERSION)`. Received: name={name!r}")
-            conn.execute(
-                "DELETE FROM production WHERE name = ? AND position = "
-                "(SELECT MAX(position) FROM production WHERE name = ?)", (name, name))
-            conn.execute("INSERT INTO events (name, action, version, previous, at) "
-                         "VALUES (?, 'rollback', ?, ?, ?)", (name, stack[1], stack[0], _now()))
-            row = index.version_row(conn, self.root, name, stack[1])
-        return index.to_model_version(row, production=stack[1])
+        return self.backend.rollback(check_name(name))
 
     # -- reading ------------------------------------------------------------------
 
@@ -286,18 +196,7 @@ class Registry:
             >>> [v.version for v in Registry("registry").list("digits")]   # doctest: +SKIP
             [1, 2, 3]
         """
-        with self._read() as conn:
-            if name is not None:
-                index.latest_version(conn, self.root, check_name(name))
-            if conn is None:
-                return []
-            if name is not None:
-                rows = conn.execute("SELECT * FROM versions WHERE name = ? ORDER BY version",
-                                    (name,)).fetchall()
-            else:
-                rows = conn.execute("SELECT * FROM versions ORDER BY name, version").fetchall()
-            tops = index.production_versions(conn)
-        return [index.to_model_version(r, production=tops.get(r["name"])) for r in rows]
+        return self.backend.list(None if name is None else check_name(name))
 
     def models(self) -> list[RegisteredModel]:
         """Every model name with its number of versions, latest and production version.
@@ -307,15 +206,7 @@ class Registry:
             >>> [(m.name, m.production_version) for m in models]        # doctest: +SKIP
             [('digits', 2)]
         """
-        with self._read() as conn:
-            if conn is None:
-                return []
-            rows = conn.execute(
-                "SELECT name, COUNT(*) AS n, MAX(version) AS latest, MAX(created_at) AS updated "
-                "FROM versions GROUP BY name ORDER BY name").fetchall()
-            tops = index.production_versions(conn)
-        return [RegisteredModel(r["name"], r["n"], r["latest"], tops.get(r["name"]), r["updated"])
-                for r in rows]
+        return self.backend.models()
 
     def show(self, name: str, version: int | None = None) -> ModelVersion:
         """One version of ``name``; by default the production version, else the latest.
@@ -328,14 +219,7 @@ class Registry:
             {'accuracy': 0.97, 'accuracy_delta': -0.004, 'p50_ms': 0.05, ...}
         """
         name = check_name(name)
-        version = None if version is None else check_version(version)
-        with self._read() as conn:
-            if version is None:
-                version = (index.production_version(conn, name)
-                           or index.latest_version(conn, self.root, name))
-            row = index.version_row(conn, self.root, name, version)
-            production = index.production_version(conn, name)
-        return index.to_model_version(row, production=production)
+        return self.backend.show(name, None if version is None else check_version(version))
 
     def current(self, name: str) -> ModelVersion | None:
         """The production version of ``name``, or ``None`` if none was ever promoted.
@@ -347,28 +231,19 @@ class Registry:
             >>> Registry("registry").current("digits").version   # doctest: +SKIP
             2
         """
-        name = check_name(name)
-        with self._read() as conn:
-            index.latest_version(conn, self.root, name)
-            production = index.production_version(conn, name)
-            if production is None:
-                return None
-            row = index.version_row(conn, self.root, name, production)
-        return index.to_model_version(row, production=production)
+        return self.backend.current(check_name(name))
 
     def history(self, name: str) -> list[Promotion]:
         """Every promote and rollback of ``name``, oldest first.
 
         Raises:
             RegistryError: unknown name.
+
+        Example:
+            >>> [e.action for e in Registry("registry").history("digits")]  # doctest: +SKIP
+            ['promote', 'promote', 'rollback']
         """
-        name = check_name(name)
-        with self._read() as conn:
-            index.latest_version(conn, self.root, name)
-            rows = conn.execute("SELECT * FROM events WHERE name = ? ORDER BY id",
-                                (name,)).fetchall()
-        return [Promotion(r["name"], r["action"], r["version"], r["previous"], r["at"])
-                for r in rows]
+        return self.backend.history(check_name(name))
 
     def gc(self, *, grace: float = DEFAULT_GRACE_S, dry_run: bool = False) -> GcResult:
         """Removes stored objects no version refers to, and files left by killed writes.
@@ -376,7 +251,8 @@ class Registry:
         Objects become unreferenced only when a push dies between storing its file
         and recording its version (or when the index is edited). Files younger than
         ``grace`` seconds are kept, since a push may still be writing or recording
-        them, so gc is safe to run while others push.
+        them, so gc is safe to run while others push. A folder registry only: a
+        server cleans its own artifact store.
 
         Args:
             grace: seconds; files last written more recently are kept (default 1 hour).
@@ -387,33 +263,35 @@ class Registry:
 
         Raises:
             RegistryError: a bad ``grace``, a registry this user cannot write to (unless
-                ``dry_run``), or an index holding a row kmot never writes.
+                ``dry_run``), an index holding a row kmot never writes, or a registry
+                that is not a folder.
 
         Example:
             >>> Registry("registry").gc(grace=0, dry_run=True).removed_objects  # doctest: +SKIP
             ()
         """
-        return collect_garbage(self.root, self.objects, grace=grace, dry_run=dry_run)
+        return self.backend.gc(grace=check_grace(grace), dry_run=bool(dry_run))
 
     def verify(self) -> VerifyResult:
-        """Checks that every version's stored object is present and matches its sha256.
+        """Checks that every version's stored artifact is present and matches its sha256.
 
-        Reads every referenced object once; only reads, so it works on a read-only
-        registry and while others push.
+        Reads every referenced artifact once (from a server: downloads it); only
+        reads, so it works on a read-only registry and while others push.
 
         Returns:
-            A `VerifyResult`; ``result.ok`` is False when any object is missing,
+            A `VerifyResult`; ``result.ok`` is False when any artifact is missing,
             unreadable or corrupted, and ``result.problems`` names each one and the
             versions stored in it.
 
         Raises:
-            RegistryError: the index cannot be read, or holds a row kmot never writes.
+            RegistryError: the index cannot be read, or holds a row kmot never writes;
+                the server cannot be reached.
 
         Example:
             >>> Registry("registry").verify().ok   # doctest: +SKIP
             True
         """
-        return verify_objects(self.root, self.objects)
+        return self.backend.verify()
 
     def pull(self, name: str, version: int | None = None, *,
              dest: str | os.PathLike) -> Path:
@@ -434,9 +312,9 @@ class Registry:
             The path written.
 
         Raises:
-            RegistryError: unknown name or version, the stored object is missing or
+            RegistryError: unknown name or version, the stored artifact is missing or
                 does not match its checksum, ``dest`` cannot be written (e.g. it lies
-                under a regular file), or the index row was edited outside kmot.
+                under a regular file), or the stored record was edited outside kmot.
 
         Example:
             >>> Registry("registry").pull("digits", dest="deploy/")   # doctest: +SKIP
@@ -446,24 +324,11 @@ class Registry:
         target = Path(dest)
         if target.is_dir() or str(dest).endswith(("/", os.sep)):
             target = target / chosen.source
-        obj = self.objects.path(chosen.sha256)
-        fix = ("Restore it from a trusted copy of the artifact (pushing that file again "
-               "rewrites the object) or pull another version")
-        if not obj.is_file():
-            raise RegistryError(
-                f"The stored object of {chosen.label} is missing. Expected {obj} "
-                f"(sha256 {chosen.sha256}). {fix}. Nothing was written. Received: missing file")
         blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise RegistryError(
                 f"Cannot pull to {dest}: {blocker} is a file, not a folder. Expected `dest` "
                 f"(-o) to be a file path in a folder, or a folder; pick another path. Nothing "
                 f"was written. Received: dest={str(dest)!r}")
-        found, size = self.objects.copy_out(chosen.sha256, target, dest=dest)
-        if found != chosen.sha256:
-            raise RegistryError(
-                f"Checksum mismatch: the stored object of {chosen.label} is corrupted. "
-                f"Expected sha256 {chosen.sha256} ({chosen.size_bytes} bytes). Received: "
-                f"sha256 {found} ({size} bytes) in {obj}. {fix}. Nothing was written to "
-                f"{target}.")
+        self.backend.pull(chosen, target, dest=dest)
         return target

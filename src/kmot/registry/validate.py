@@ -18,20 +18,41 @@ from typing import Any
 
 from kmot.errors import RegistryError
 
-__all__ = ["check_artifact", "check_file_name", "check_metadata", "check_name", "check_sha256",
-           "check_stored_version", "check_tags", "check_version"]
+__all__ = ["StoredRow", "check_artifact", "check_file_name", "check_metadata", "check_name",
+           "check_sha256", "check_stored_version", "check_tags", "check_version"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME_BYTES = 255          # the longest file name of common filesystems (ext4, APFS, NTFS)
 
 
+class StoredRow(str):
+    """The label of a stored record that is not an index row, and what to say when it is wrong.
+
+    A plain ``str`` label names a row of ``index.sqlite``; a `StoredRow` names a record
+    another backend keeps (e.g. an MLflow model version's tags), so that the error
+    says where the value was read and how to correct it.
+    """
+
+    store: str
+    remedy: str
+
+    def __new__(cls, label: str, *, store: str, remedy: str) -> StoredRow:
+        row = super().__new__(cls, label)
+        row.store, row.remedy = store, remedy
+        return row
+
+
+_INDEX_REMEDY = ("The index was modified outside kmot: nothing was read from or written to a "
+                 "path built from it. Restore index.sqlite from a backup or correct that row.")
+
+
 def _tampered(row: str, field: str, value: Any, expected: str) -> RegistryError:
+    store = getattr(row, "store", "The registry index")
+    remedy = getattr(row, "remedy", _INDEX_REMEDY)
     return RegistryError(
-        f"The registry index holds a value kmot never writes: {row} has {field}={value!r}; "
-        f"expected {expected}. The index was modified outside kmot: nothing was read from or "
-        f"written to a path built from it. Restore index.sqlite from a backup or correct that "
-        f"row. Received: {field}={value!r}")
+        f"{store} holds a value kmot never writes: {row} has {field}={value!r}; "
+        f"expected {expected}. {remedy} Received: {field}={value!r}")
 
 
 def check_name(name: Any, *, row: str | None = None) -> str:
@@ -118,8 +139,11 @@ def _stored_json(row: str, field: str, text: Any, kind: type, *, nullable: bool 
     return value
 
 
-def check_stored_version(row: Mapping[str, Any]) -> dict[str, Any]:
+def check_stored_version(row: Mapping[str, Any], *, label: str | None = None) -> dict[str, Any]:
     """The fields of a ``versions`` row read from the index, each checked as on write.
+
+    ``label`` names where the row was read, for the error (default: the index row);
+    another backend passes a `StoredRow` built from the same fields.
 
     Returns:
         The row's values with its JSON columns decoded (``tags`` as a tuple).
@@ -128,7 +152,8 @@ def check_stored_version(row: Mapping[str, Any]) -> dict[str, Any]:
         RegistryError: a value kmot would not have written; the message names the row
             and says that the index was modified outside kmot.
     """
-    label = f"versions row (name={row['name']!r}, version={row['version']!r})"
+    if label is None:
+        label = f"versions row (name={row['name']!r}, version={row['version']!r})"
     size = row["size_bytes"]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise _tampered(label, "size_bytes", size, "an int >= 1")
