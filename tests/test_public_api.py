@@ -17,7 +17,7 @@ PUBLIC = {
     "export": ["DEFAULT_NUM_SAMPLES", "InputSpec", "LayerParity", "LiteRTModel", "ModelInspection",
                "ParityReport", "PatternCheck", "QUANTIZE_MODES", "calibration_samples",
                "check_tflite_pattern", "input_specs", "inspect", "load_model", "parity",
-               "quantization_error", "to_litert", "write_atomic"],
+               "quantization_error", "to_litert", "to_onnx", "to_saved_model", "write_atomic"],
     "data": ["digits", "digits_cnn", "mnist1d"],
     "decomposition": ["DEFAULT_ENERGY", "METHODS", "DecompositionError", "FactorizationSummary",
                       "LayerFactorization", "factorize", "summary"],

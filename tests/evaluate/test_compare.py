@@ -109,8 +109,8 @@ def test_bad_options(files, val, option):
 def test_bad_candidates(files, val, tmp_path):
     with pytest.raises(EvaluationError, match=r"No such model file for candidate 'nope'"):
         compare([tmp_path / "nope.tflite"], val)
-    with pytest.raises(EvaluationError, match=r"Candidate 'val': expected a .tflite or .keras "
-                       r"file. Received: val.npz"):
+    with pytest.raises(EvaluationError, match=r"Candidate 'val': expected a .tflite, .keras or "
+                       r".onnx file, or a SavedModel folder. Received: val.npz"):
         compare([files / "val.npz"], val)
     with pytest.raises(EvaluationError, match=r"is bytes but not a LiteRT flatbuffer"):
         compare({"junk": b"0123456789"}, val)

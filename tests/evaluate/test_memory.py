@@ -48,8 +48,8 @@ def test_a_keras_model_is_measured_too(files):
 
 
 def test_only_model_files_are_measured(files):
-    with pytest.raises(EvaluationError, match=r"Expected a .tflite or .keras file to measure. "
-                       r"Received: val.npz"):
+    with pytest.raises(EvaluationError, match=r"Expected a .tflite, .keras or .onnx file, or a "
+                       r"SavedModel folder, to measure. Received: val.npz"):
         measure_peak_memory(files / "val.npz")
 
 

@@ -62,7 +62,8 @@ def _check_options(**options: int) -> None:
 def _environment() -> dict[str, str]:
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu_count": str(os.cpu_count())}
-    for dist in ("numpy", "ai-edge-litert", "keras", "tensorflow", "tensorflow-cpu"):
+    for dist in ("numpy", "ai-edge-litert", "keras", "tensorflow", "tensorflow-cpu",
+                 "onnxruntime", "onnx", "tf2onnx"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             env[dist] = metadata.version(dist)
     return env
@@ -106,13 +107,16 @@ def compare(
     Per candidate: task metrics and their delta vs the baseline; fidelity to the
     baseline's outputs (argmax agreement, RMSE, KL); latency percentiles of one
     invocation on the first `batch_size` samples; peak memory of an isolated
-    process net of an idle one; size (raw, gzip); op coverage of LiteRT files.
+    process net of an idle one; size (raw, gzip); op coverage of LiteRT and
+    ONNX files.
 
     Args:
         candidates: ``{name: model}`` or a list (named by file stem / model name).
             A model is a ``.tflite`` path or flatbuffer bytes (run with the LiteRT
-            interpreter; integer I/O is (de)quantized automatically), or a
-            ``keras.Model`` / ``.keras`` path (run with Keras).
+            interpreter; integer I/O is (de)quantized automatically), a
+            ``keras.Model`` / ``.keras`` path (run with Keras), a SavedModel
+            folder (run with TensorFlow) or an ``.onnx`` path (run with ONNX
+            Runtime on the CPU provider; needs ``kmot[onnx]``).
         data: ``(x, y)`` (x: an array or a tuple of arrays, one per input; y:
             labels or None), a dict, or an ``.npz`` path with ``x`` (or one array
             per input name) and ``y``. Without labels no task metric is computed.
@@ -121,7 +125,8 @@ def compare(
             ``fn(y_true, y_pred) -> float``, or a dict ``{name: metric}``.
         runs: timed invocations per candidate.
         warmup: untimed invocations before timing.
-        threads: LiteRT interpreter threads (1: the most reproducible latency).
+        threads: LiteRT interpreter and ONNX Runtime threads (1: the most
+            reproducible latency); TensorFlow's are the process's.
         batch_size: samples per timed invocation.
         memory: measure peak memory in child processes (a few seconds each).
         predict_batch_size: batch used to compute outputs for metrics and fidelity.
@@ -245,7 +250,7 @@ def _measure(runner: Any, x: list[Any], y: Any, metrics: list[Any], *, step: Any
         metrics={m.name: m(y, outputs[0]) for m in metrics}, fidelity=None,
         latency=summarize(times), size=runner.size(workdir), ops=runner.ops(),
         input_dtypes=runner.input_dtypes, output_dtypes=runner.output_dtypes,
-        notes=[], memory=None)
+        notes=list(getattr(runner, "notes", [])), memory=None)
     step(f"{runner.name}: measured", 1)
     return outputs, measured
 

@@ -11,6 +11,10 @@ runtime's mmap and any repacked copies), activation arenas and delegate state.
   deployment loads a file; nothing from TensorFlow or Keras is imported.
 - Keras: ``keras`` plus ``kmot.core`` (so kmot's layers load), then
   ``keras.saving.load_model`` and eager calls.
+- SavedModel: ``tensorflow`` alone (its thread pools set to `threads` first),
+  ``tf.saved_model.load`` and calls of the serving signature.
+- ONNX: ``onnxruntime`` alone, an ``InferenceSession`` on the CPU provider with
+  `threads` intra-op threads, and ``session.run``.
 
 Figures are in MB (10^6 bytes), comparable with file sizes.
 """
@@ -43,6 +47,33 @@ if kind == "tflite":
             it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
         for _ in range(runs):
             it.invoke()
+elif kind == "saved_model":
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    if path:
+        sigs = tf.saved_model.load(path).signatures
+        fn = sigs["serving_default"] if "serving_default" in sigs else next(iter(sigs.values()))
+        feeds = {k: tf.zeros([batch if d is None else d for d in s.shape.as_list()], s.dtype)
+                 for k, s in fn.structured_input_signature[1].items()}
+        for _ in range(runs):
+            fn(**feeds)
+elif kind == "onnx":
+    import re
+    import onnxruntime as ort
+    if path:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.log_severity_level = 3
+        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        names = {"float": "float32", "double": "float64"}
+        feeds = {}
+        for i in s.get_inputs():
+            t = re.fullmatch(r"tensor\((\w+)\)", i.type).group(1)
+            shape = [d if isinstance(d, int) and d > 0 else batch for d in i.shape]
+            feeds[i.name] = np.zeros(shape, names.get(t, t))
+        for _ in range(runs):
+            s.run(None, feeds)
 else:
     import keras
     import kmot.core
@@ -112,6 +143,24 @@ def peak_rss_mb(kind: str, path: str | os.PathLike | None, *, threads: int = 1,
     return json.loads(lines[-1])["bytes"] / 1e6
 
 
+_SUFFIXES = {".tflite": "tflite", ".keras": "keras", ".onnx": "onnx"}
+
+
+def _kind(path: Path) -> str:
+    """The runtime a model needs: by suffix, or "saved_model" for a SavedModel folder."""
+    if path.is_dir():
+        from kmot.export.saved_model import check_saved_model
+
+        check_saved_model(path, error=EvaluationError)
+        return "saved_model"
+    if path.suffix not in _SUFFIXES:
+        raise EvaluationError(
+            "Expected a .tflite, .keras or .onnx file, or a SavedModel folder, to measure. "
+            f"Received: {path.name}"
+        )
+    return _SUFFIXES[path.suffix]
+
+
 def measure_peak_memory(
     model: str | os.PathLike,
     *,
@@ -123,8 +172,8 @@ def measure_peak_memory(
     """Peak memory of a process that loads and runs `model`, net of an idle one.
 
     Args:
-        model: a ``.tflite`` or ``.keras`` file.
-        threads: interpreter threads (LiteRT).
+        model: a ``.tflite``, ``.keras`` or ``.onnx`` file, or a SavedModel folder.
+        threads: interpreter threads (LiteRT, ONNX Runtime, TensorFlow).
         runs: invocations on zeros after loading.
         batch_size: batch of the zeros (Keras models with a free batch axis).
         idle_mb: a known idle figure for this runtime (skips the idle child).
@@ -133,18 +182,13 @@ def measure_peak_memory(
         A `MemoryStats` with peak, idle and net MB.
 
     Raises:
-        EvaluationError: not a .tflite/.keras file, or a child process failed.
+        EvaluationError: not a model file or SavedModel folder, or a child process failed.
 
     Example:
         >>> measure_peak_memory("model.tflite").net_mb  # doctest: +SKIP
         3.9
     """
-    suffix = Path(model).suffix
-    if suffix not in (".tflite", ".keras"):
-        raise EvaluationError(
-            f"Expected a .tflite or .keras file to measure. Received: {Path(model).name}"
-        )
-    kind = suffix[1:]
+    kind = _kind(Path(model))
     if idle_mb is None:
         idle_mb = peak_rss_mb(kind, None, threads=threads)
     peak = peak_rss_mb(kind, model, threads=threads, runs=runs, batch_size=batch_size)

@@ -1,22 +1,35 @@
-"""Candidates as runners: one small class per model kind (LiteRT file, Keras model).
+"""Candidates as runners: one small class per model kind.
 
-A runner knows its inputs, predicts, times single invocations, and reports the
-artifact's size and op coverage; `compare` does the rest the same way for both.
+Kinds: a LiteRT file, a Keras model, a TensorFlow SavedModel folder, an ONNX
+file. A runner knows its inputs, predicts, times single invocations, and
+reports the artifact's size and op coverage; `compare` does the rest the same
+way for all.
 
-How each kind is timed:
+How each kind is timed (`time.perf_counter` around one invocation):
 
 - LiteRT: a fresh interpreter with `threads` threads; inputs are set once, then
-  `invoke()` alone is timed with `time.perf_counter` (`LiteRTModel.time_invoke`).
+  `invoke()` alone is timed (`LiteRTModel.time_invoke`).
+- ONNX: an ONNX Runtime session on the CPU provider with `threads` intra-op
+  threads; inputs and outputs are bound once (`IOBinding`), then
+  `run_with_iobinding` alone is timed.
+- SavedModel: `tf.saved_model.load` and its serving signature, called on
+  tensors made once; TensorFlow's thread pools are the process's (a note says
+  so when they differ from `threads`).
 - Keras: an eager call ``model(x, training=False)`` plus the copy of its output
   to NumPy, so framework dispatch is included; it is not an on-device figure.
+
+Sizes are the file's bytes and its gzip -9 size; a SavedModel folder's are the
+sum of its files and the gzip -9 size of a tar of them (sorted, no timestamps).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import re
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +39,46 @@ from kmot.errors import EvaluationError, KmotError
 from kmot.evaluate.data import InputSpec
 from kmot.evaluate.schema import OpCoverage, SizeStats
 
-__all__ = ["KerasRunner", "LiteRTRunner", "make_runner", "candidate_name"]
+__all__ = ["KerasRunner", "LiteRTRunner", "ONNXRunner", "SavedModelRunner", "make_runner",
+           "candidate_name", "folder_size"]
 
 
 def _gzip_size(content: bytes) -> int:
     return len(gzip.compress(content, compresslevel=9, mtime=0))
+
+
+class _Counter(io.RawIOBase):
+    """A sink that keeps only the number of bytes written to it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.count += len(data)
+        return len(data)
+
+
+def folder_size(folder: str | os.PathLike) -> SizeStats:
+    """A folder's files: their total bytes, and the gzip -9 size of a tar of them.
+
+    The tar is streamed (never held in memory) with entries sorted by path and
+    no timestamps, owners or modes, so the figure depends on the content alone.
+    """
+    root = Path(folder)
+    files = sorted((p for p in root.rglob("*") if p.is_file() and not p.is_symlink()),
+                   key=lambda p: p.relative_to(root).as_posix())
+    sink = _Counter()
+    with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=9, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for path in files:
+            info = tarfile.TarInfo(path.relative_to(root).as_posix())
+            info.size, info.mode = path.stat().st_size, 0o644
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    return SizeStats(bytes=sum(p.stat().st_size for p in files), gzip_bytes=sink.count)
 
 
 def _file_name(name: str, suffix: str) -> str:
@@ -41,6 +89,12 @@ def _file_name(name: str, suffix: str) -> str:
 
 def _natural_key(name: str) -> list[tuple[int, int, str]]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
+
+
+def _specs(names: list[str], shapes: list[tuple[int | None, ...]],
+           dtypes: list[str]) -> list[InputSpec]:
+    return [InputSpec(name=n, shape=(None, *shape[1:]), dtype=d)
+            for n, shape, d in zip(names, shapes, dtypes)]
 
 
 class LiteRTRunner:
@@ -197,6 +251,106 @@ class KerasRunner:
         return None
 
 
+class SavedModelRunner:
+    """A SavedModel folder, run with TensorFlow (`tf.saved_model.load`, serving signature)."""
+
+    kind = "saved_model"
+
+    def __init__(self, name: str, path: Path, *, threads: int):
+        from kmot.export.saved_model_runtime import TFSavedModel
+
+        self.name, self.source = name, str(path)
+        self.model = TFSavedModel(path)
+        self.specs = _specs(self.model.input_names, self.model.input_shapes,
+                            self.model.input_dtypes)
+        self.output_dtypes = self.model.output_dtypes
+        self.notes = _thread_notes(threads)
+
+    @property
+    def input_dtypes(self) -> list[str]:
+        return [s.dtype for s in self.specs]
+
+    def predict(self, arrays: list[np.ndarray], *, batch_size: int) -> list[np.ndarray]:
+        return self.model.predict(arrays, batch_size=batch_size)
+
+    def time(self, arrays: list[np.ndarray], *, runs: int, warmup: int) -> np.ndarray:
+        return self.model.time_invoke(arrays, runs=runs, warmup=warmup)
+
+    def size(self, folder: str) -> SizeStats:
+        return folder_size(self.source)
+
+    def ops(self) -> None:
+        return None  # TensorFlow runs the graph as written: no integer kernels to count
+
+    def artifact(self, folder: str) -> str:
+        return self.source
+
+
+def _thread_notes(threads: int) -> list[str]:
+    import tensorflow as tf
+
+    intra = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+    if intra == threads:
+        return []
+    return [(f"latency: TensorFlow's thread pools belong to the process ({intra} intra-op "
+             f"threads), not threads={threads}; peak memory ran with threads={threads}")]
+
+
+class ONNXRunner:
+    """An ``.onnx`` file, run with ONNX Runtime (CPU provider)."""
+
+    kind = "onnx"
+
+    def __init__(self, name: str, path: Path, *, threads: int):
+        from kmot.export.onnx_runtime import ONNXModel
+
+        self.name, self.source, self.threads = name, str(path), threads
+        self.model = ONNXModel(path, num_threads=threads)
+        self.specs = _specs(self.model.input_names, self.model.input_shapes,
+                            self.model.input_dtypes)
+        self.output_dtypes = self.model.output_dtypes
+
+    @property
+    def input_dtypes(self) -> list[str]:
+        return [s.dtype for s in self.specs]
+
+    def predict(self, arrays: list[np.ndarray], *, batch_size: int) -> list[np.ndarray]:
+        return self.model.predict(arrays, batch_size=batch_size)
+
+    def time(self, arrays: list[np.ndarray], *, runs: int, warmup: int) -> np.ndarray:
+        from kmot.export.onnx_runtime import ONNXModel
+
+        # A fresh session, like LiteRT's fresh interpreter for timing.
+        fresh = ONNXModel(self.source, num_threads=self.threads)
+        return fresh.time_invoke(arrays, runs=runs, warmup=warmup)
+
+    def size(self, folder: str) -> SizeStats:
+        content = Path(self.source).read_bytes()
+        return SizeStats(bytes=len(content), gzip_bytes=_gzip_size(content))
+
+    def ops(self) -> OpCoverage:
+        """The ops ONNX Runtime runs after fusing QDQ pairs (see `kmot.export.onnx_ops`)."""
+        from kmot.export.onnx_ops import runtime_ops
+
+        graph = runtime_ops(self.source)
+        kinds = [op.kind for op in graph.ops]
+        fallback = graph.float_ops_between_io() if graph.is_quantized else []
+        return OpCoverage(
+            total=len(kinds), int8=kinds.count("int8"), int16=kinds.count("int16"),
+            float=kinds.count("float"),
+            quantize=kinds.count("quantize") + kinds.count("dequantize"),
+            other=kinds.count("other"), fallback=len(fallback),
+            fallback_ops=[f"#{op.index} {op.name}" for op in fallback],
+            is_quantized=graph.is_quantized,
+        )
+
+    def artifact(self, folder: str) -> str:
+        return self.source
+
+
+_KINDS = "a .tflite, .keras or .onnx file, or a SavedModel folder"
+
+
 def candidate_name(model: Any, index: int) -> str:
     """The default name of a candidate given in a list: file stem or model name."""
     if isinstance(model, (str, os.PathLike)):
@@ -206,8 +360,10 @@ def candidate_name(model: Any, index: int) -> str:
     return str(getattr(model, "name", f"candidate_{index}"))
 
 
-def make_runner(name: str, model: Any, *, threads: int) -> LiteRTRunner | KerasRunner:
-    """The runner for one candidate: bytes/.tflite -> LiteRT, Model/.keras -> Keras.
+def make_runner(name: str, model: Any, *,
+                threads: int) -> LiteRTRunner | KerasRunner | SavedModelRunner | ONNXRunner:
+    """The runner for one candidate: bytes/.tflite -> LiteRT, Model/.keras -> Keras,
+    a folder -> SavedModel (TensorFlow), .onnx -> ONNX Runtime.
 
     Raises:
         EvaluationError: unknown kind, missing file, or the model fails to load.
@@ -223,10 +379,12 @@ def make_runner(name: str, model: Any, *, threads: int) -> LiteRTRunner | KerasR
             return LiteRTRunner(name, bytes(model), source=None, threads=threads)
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
+            if path.is_dir():
+                return SavedModelRunner(name, path, threads=threads)
             if not path.is_file():
                 raise EvaluationError(
-                    f"No such model file for candidate {name!r}. Expected a .tflite or "
-                    f".keras file. Received: {path}"
+                    f"No such model file for candidate {name!r}. Expected {_KINDS}. "
+                    f"Received: {path}"
                 )
             if path.suffix == ".tflite":
                 return LiteRTRunner(name, path.read_bytes(), source=str(path), threads=threads)
@@ -234,9 +392,11 @@ def make_runner(name: str, model: Any, *, threads: int) -> LiteRTRunner | KerasR
                 from kmot.export import load_model
 
                 return KerasRunner(name, load_model(path), source=str(path))
+            if path.suffix == ".onnx":
+                return ONNXRunner(name, path, threads=threads)
             raise EvaluationError(
-                f"Candidate {name!r}: expected a .tflite or .keras file. Received: "
-                f"{path.name}. Convert other formats first (kmot convert, to_litert)."
+                f"Candidate {name!r}: expected {_KINDS}. Received: {path.name}. Convert "
+                "other formats first (kmot convert, to_litert, to_onnx, to_saved_model)."
             )
         import keras
 
@@ -247,6 +407,6 @@ def make_runner(name: str, model: Any, *, threads: int) -> LiteRTRunner | KerasR
     except KmotError as err:
         raise EvaluationError(f"Candidate {name!r} could not be loaded. {err}") from err
     raise EvaluationError(
-        f"Candidate {name!r}: expected a keras.Model, a .keras or .tflite path, or "
+        f"Candidate {name!r}: expected a keras.Model, a path ({_KINDS}), or "
         f"LiteRT flatbuffer bytes. Received: {type(model).__name__}"
     )

@@ -189,7 +189,7 @@ class CandidateResult(_Model):
     """Everything measured for one candidate."""
 
     name: str
-    kind: Literal["tflite", "keras"]
+    kind: Literal["tflite", "keras", "saved_model", "onnx"]
     source: str | None = Field(description="the file it was loaded from, if any")
     metrics: dict[str, float] = Field(default_factory=dict)
     metric_deltas: dict[str, float] = Field(

@@ -1,4 +1,4 @@
-"""Export to LiteRT, post-training quantization, and reading LiteRT files.
+"""Export to LiteRT (and SavedModel, ONNX), post-training quantization, reading LiteRT files.
 
 TensorFlow and the LiteRT runtime load on first use, not at import.
 """
@@ -7,9 +7,11 @@ from kmot.export.calibration import DEFAULT_NUM_SAMPLES, InputSpec, calibration_
 from kmot.export.inspect import ModelInspection, inspect
 from kmot.export.layer_error import LayerError, QuantizationErrorReport, quantization_error
 from kmot.export.litert import QUANTIZE_MODES, load_model, to_litert, write_atomic
+from kmot.export.onnx import to_onnx
 from kmot.export.parity import LayerParity, ParityReport, parity
 from kmot.export.patterns import PatternCheck, check_tflite_pattern
 from kmot.export.runtime import LiteRTModel
+from kmot.export.saved_model import to_saved_model
 
 __all__ = [
     "DEFAULT_NUM_SAMPLES",
@@ -28,5 +30,7 @@ __all__ = [
     "parity",
     "quantization_error",
     "to_litert",
+    "to_onnx",
+    "to_saved_model",
     "write_atomic",
 ]
