@@ -209,7 +209,7 @@ def run_demo(out_dir: str | os.PathLike, *, epochs: int = 15, finetune_epochs: i
                                    report=out / "report" / "report.json")
         registered = registry.promote("digits", registered.version)
         report = report.with_registration(registered, candidate="pqat_int8",
-                                          registry=registry.root.resolve())
+                                          registry=registry.root)
         report.save(out / "report")
     return {"report": report, "gate": verdict, "registered": registered, "files": files,
             "budgets": budgets}

@@ -170,7 +170,8 @@ def bench(
     batch_size: Annotated[int, typer.Option(min=1, help="samples per timed run")] = 1,
     memory: Annotated[bool, typer.Option(help="measure peak memory in child processes")] = True,
     registry_root: Annotated[
-        Optional[Path], typer.Option(help="registry folder for --baseline registry:NAME")
+        Optional[str], typer.Option(help="registry folder or mlflow://host:port, for "
+                                         "--baseline registry:NAME")
     ] = None,
 ) -> None:
     """Compare models on the same data: metrics, fidelity, latency, memory, size, ops."""
@@ -201,7 +202,7 @@ def bench(
                   soft_wrap=True)
 
 
-def _from_registry(baseline: str | None, root: Path | None, workdir: Path):
+def _from_registry(baseline: str | None, root: str | None, workdir: Path):
     """``({label: pulled file}, {label: provenance})`` for ``registry:NAME[@VERSION]``."""
     if baseline is None or not baseline.startswith("registry:"):
         return {}, {}
@@ -251,7 +252,9 @@ def optimize(
     data: Annotated[Path, typer.Option(help="training .npz (arrays x, y)")],
     val: Annotated[Path, typer.Option(help="validation .npz (arrays x, y)")],
     out: Annotated[Path, typer.Option(help="output folder")] = Path("kmot-out"),
-    registry_root: Annotated[Optional[Path], typer.Option(help="registry folder")] = None,
+    registry_root: Annotated[
+        Optional[str], typer.Option(help="registry folder or mlflow://host:port")
+    ] = None,
 ) -> None:
     """Run a recipe: fine-tuning steps, export, evaluation, gate, registry (resumable)."""
     check_output_folder(out)

@@ -93,16 +93,18 @@ class Report(_Model):
         Args:
             version: the `ModelVersion` that `Registry.push` (or `promote`) returned.
             candidate: the candidate it is.
-            registry: the registry's location (its folder, or an MLflow URI).
+            registry: the registry's location: its folder (recorded as an absolute
+                path) or an ``mlflow://`` URI.
             stage: ``"production"`` once promoted (default: from ``version.production``).
 
         Raises:
             ReportError: `candidate` is not in the report.
         """
         self.candidate(candidate)
+        where = str(Path(registry).resolve()) if isinstance(registry, os.PathLike) else str(registry)
         stage = stage if stage is not None else ("production" if version.production else None)
         entry = Registration(candidate=candidate, name=version.name, version=version.version,
-                             sha256=version.sha256, stage=stage, registry=str(registry))
+                             sha256=version.sha256, stage=stage, registry=where)
         return self.model_copy(update={"registrations": [*self.registrations, entry]})
 
     def summary(self) -> list[str]:

@@ -27,6 +27,7 @@ from kmot.export.calibration import (
     input_specs,
 )
 from kmot.export.naming import layer_names, layers_of_tensor
+from kmot.export.layer_norm import centered_layer_norms
 from kmot.export.recurrent import unrolled_recurrences
 from kmot.export.static_shapes import static_batch_reshapes
 
@@ -339,8 +340,9 @@ def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
         for t, name in zip(model.inputs, signature_names(model))
     ]
     signature = [specs] if len(specs) > 1 else specs
-    # one RESHAPE, not SHAPE+STRIDED_SLICE+PACK+RESHAPE; LSTM/GRU as builtin ops, no Flex
-    with static_batch_reshapes(), unrolled_recurrences(model):
+    # one RESHAPE, not SHAPE+STRIDED_SLICE+PACK+RESHAPE; LSTM/GRU as builtin ops, no Flex;
+    # LayerNormalization without NEG (no int8 kernel)
+    with static_batch_reshapes(), unrolled_recurrences(model), centered_layer_norms():
         archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
         archive.write_out(directory, verbose=False)
 

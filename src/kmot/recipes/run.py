@@ -345,6 +345,6 @@ def optimize(
                                                  result.registered.version)
         if result.report is not None:
             result.report = result.report.with_registration(
-                result.registered, candidate=recipe.name, registry=registry.root.resolve())
+                result.registered, candidate=recipe.name, registry=registry.root)
             result.report.save(out / "report")
     return result
