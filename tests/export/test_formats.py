@@ -17,7 +17,7 @@ from kmot.errors import (
 )
 from kmot.evaluate import compare
 from kmot.evaluate.runners import folder_size
-from kmot.export import to_onnx, to_saved_model
+from kmot.export import to_litert, to_onnx, to_saved_model
 from kmot.export.onnx import require_onnx
 from kmot.export.onnx_ops import runtime_ops
 from kmot.export.onnx_runtime import ONNXModel
@@ -202,3 +202,14 @@ def test_bad_files_are_named(tmp_path, digits_data):
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"\x00garbage")
     with pytest.raises(ModelFileError, match=r"broken could not be loaded as a SavedModel"):
         TFSavedModel(tmp_path / "broken")
+
+
+def test_one_model_in_several_formats_is_named_by_file_name(cnn, onnx_files, digits_data):
+    folder = onnx_files["int8"].parent
+    to_litert(cnn, folder / "int8.tflite")
+    to_saved_model(cnn, folder / "int8")
+    val = (digits_data[2][:16], digits_data[3][:16])
+    report = compare([folder / "int8.tflite", onnx_files["int8"], folder / "int8"], val,
+                     runs=2, warmup=0, memory=False)
+    assert report.names == ["int8.tflite", "int8.onnx", "int8"]
+    assert [c.kind for c in report.candidates] == ["tflite", "onnx", "saved_model"]

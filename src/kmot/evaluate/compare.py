@@ -8,6 +8,7 @@ import os
 import platform
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,7 +32,8 @@ def _named(candidates: Any) -> dict[str, Any]:
     if isinstance(candidates, Mapping):
         named = {str(k): v for k, v in candidates.items()}
     elif isinstance(candidates, Sequence) and not isinstance(candidates, (str, bytes)):
-        names = [candidate_name(m, i) for i, m in enumerate(candidates)]
+        names = _file_names_where_stems_clash(
+            [candidate_name(m, i) for i, m in enumerate(candidates)], candidates)
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise EvaluationError(
@@ -48,6 +50,20 @@ def _named(candidates: Any) -> dict[str, Any]:
             "a keras.Model). Received: none"
         )
     return named
+
+
+def _file_names_where_stems_clash(names: list[str], candidates: Sequence[Any]) -> list[str]:
+    """One model in several formats shares a stem (m.tflite, m.onnx): those are named
+    by file name, when that tells them apart."""
+    out = list(names)
+    for name in {n for n in names if names.count(n) > 1}:
+        group = [i for i, n in enumerate(names) if n == name]
+        if all(isinstance(candidates[i], (str, os.PathLike)) for i in group):
+            full = [Path(candidates[i]).name for i in group]
+            if len(set(full)) == len(full):
+                for i, file_name in zip(group, full):
+                    out[i] = file_name
+    return out
 
 
 def _check_options(**options: int) -> None:
