@@ -153,7 +153,7 @@ def demo(
 
 @app.command()
 def bench(
-    models: Annotated[list[Path], typer.Argument(help=".tflite / .keras files (named by stem)")],
+    models: Annotated[list[Path], typer.Argument(help=".tflite / .keras / .onnx files or SavedModel folders (named by stem)")],
     data: Annotated[Path, typer.Option(help=".npz with 'x' (or one array per input) and 'y'")],
     out: Annotated[Path, typer.Option(help="folder for report.json, report.md, report.html")],
     baseline: Annotated[

@@ -91,7 +91,7 @@ class SizeStats(_Model):
 
 
 class OpCoverage(_Model):
-    """Ops of a LiteRT file by the type they compute in (see kmot.export.inspect).
+    """Ops of a LiteRT (or ONNX) file by the type they compute in (see kmot.export.inspect).
 
     `fallback` counts float compute ops left inside an integer-quantized graph.
     """
@@ -199,7 +199,8 @@ class CandidateResult(_Model):
     latency_ratio: float = Field(description="p50 divided by the baseline's p50")
     memory: MemoryStats | None
     size: SizeStats
-    ops: OpCoverage | None = Field(description="None for Keras candidates")
+    ops: OpCoverage | None = Field(description="LiteRT and ONNX files; None for Keras "
+                                               "models and SavedModels")
     input_dtypes: list[str]
     output_dtypes: list[str]
     notes: list[str] = Field(default_factory=list)
