@@ -85,7 +85,9 @@ def test_list_show_history_tables_and_json(setup):
 
     history = kmot("history", "digits", "--json", *root)
     assert [e["action"] for e in json.loads(history.output)] == ["promote"]
-    assert "promote" in kmot("history", "digits", *root).output
+    assert json.loads(history.output)[0]["metrics"] == {"accuracy": 0.97, "p50_ms": 0.4}
+    shown = kmot("history", "digits", *root).output
+    assert "promote" in shown and "accuracy=0.97" in shown  # each version's report
 
 
 def test_errors_exit_2_with_the_message(setup):

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from kmot.cli._common import app, console
 
@@ -160,17 +161,20 @@ def registry_history(
     as_json: AsJson = False,
     root: RegistryRoot = None,
 ) -> None:
-    """Every promote and rollback of NAME, oldest first."""
-    events = _open_registry(root).history(name)
+    """Every promote and rollback of NAME, oldest first, with each version's report."""
+    registry = _open_registry(root)
+    events = registry.history(name)
+    metrics = {v.version: v.metrics for v in registry.list(name)}
     if as_json:
-        print(json.dumps([e.to_dict() for e in events], indent=2))
+        print(json.dumps([{**e.to_dict(), "metrics": metrics.get(e.version, {})}
+                          for e in events], indent=2))
         return
     table = Table(title=f"{name}: production history")
-    for col in ("at", "action", "from", "to"):
+    for col in ("at", "action", "from", "to", "its report"):
         table.add_column(col)
     for e in events:
         table.add_row(e.at, e.action, "-" if e.previous is None else f"v{e.previous}",
-                      f"v{e.version}")
+                      f"v{e.version}", Text(_short_metrics(metrics.get(e.version, {})) or "-"))
     console.print(table)
 
 
