@@ -10,7 +10,6 @@ Calibration, validation and training data are all read here.
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 

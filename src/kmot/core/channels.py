@@ -36,7 +36,7 @@ import keras
 import numpy as np
 from keras.src import tree
 
-from kmot.core.graph import clone_operation, is_graph_model
+from kmot.core.graph import clone_operation, is_graph_model, require_graph_model
 from kmot.core.kernels import kernels
 from kmot.core.wrapper import OptimizedLayer
 from kmot.errors import UnsupportedModelError
@@ -131,15 +131,7 @@ class ChannelGraph:
     """The channel ids of every tensor of a Functional model; see the module docstring."""
 
     def __init__(self, model: keras.Model) -> None:
-        if not is_graph_model(model):
-            raise UnsupportedModelError(
-                f"Model '{model.name}' is subclassed: removing channels rewrites the graph. "
-                "Expected a Functional or Sequential model; trace it first with "
-                f"kmot.core.as_functional(model). Received: a {type(model).__name__}")
-        if not model.built or not model.inputs:
-            raise UnsupportedModelError(
-                f"Model '{model.name}' is not built. Expected a model built with keras.Input. "
-                "Received: a model with no inputs")
+        require_graph_model(model, "removing channels rewrites the graph")
         self.model = model
         self._parent: list[int] = []
         self._fixed: dict[int, str] = {}  # id -> why it cannot be removed

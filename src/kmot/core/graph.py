@@ -67,6 +67,23 @@ def _classes(layer: keras.layers.Layer) -> dict[str, type]:
     return {type(item).__name__: type(item) for item in inner}
 
 
+def require_graph_model(model: keras.Model, why: str) -> None:
+    """Refuses a model without a built graph, saying `why` the rewrite needs one.
+
+    Raises:
+        UnsupportedModelError: a subclassed model, or one not built with keras.Input.
+    """
+    if not is_graph_model(model):
+        raise UnsupportedModelError(
+            f"Model '{model.name}' is subclassed: {why}. Expected a Functional or "
+            "Sequential model; trace it first with kmot.core.as_functional(model). "
+            f"Received: a {type(model).__name__}")
+    if not model.built or not model.inputs:
+        raise UnsupportedModelError(
+            f"Model '{model.name}' is not built. Expected a model built with keras.Input. "
+            "Received: a model with no inputs")
+
+
 def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """A new, independent copy of `layer`, built and holding the same weights."""
     scope = keras.saving.custom_object_scope(_classes(layer))

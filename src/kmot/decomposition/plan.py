@@ -7,7 +7,7 @@ from collections import Counter
 import keras
 
 from kmot.core.cost import layer_macs
-from kmot.core.graph import is_graph_model
+from kmot.core.graph import require_graph_model
 from kmot.core.kernels import kernels
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers
 from kmot.core.wrapper import OptimizedLayer
@@ -25,16 +25,8 @@ def check_model(model) -> None:
         raise UnsupportedModelError(
             "factorize takes a Keras model. Expected a keras.Model (Functional or "
             f"Sequential). Received: {type(model).__name__}")
-    if not is_graph_model(model):
-        raise UnsupportedModelError(
-            f"Model '{model.name}' is subclassed: factoring a layer puts two or three layers "
-            "in its place in the graph, which a subclassed model's call() does not have. "
-            "Expected a Functional or Sequential model; trace it first with "
-            f"kmot.core.as_functional(model). Received: a {type(model).__name__}")
-    if not model.built or not model.inputs:
-        raise UnsupportedModelError(
-            f"Model '{model.name}' is not built. Expected a model built with keras.Input. "
-            "Received: a model with no inputs")
+    require_graph_model(model, "factoring a layer puts two or three layers in its place "
+                               "in the graph, which a subclassed model's call() does not have")
     wrapped = [layer.name for layer in walk_layers(model) if isinstance(layer, OptimizedLayer)]
     if wrapped:
         raise UnsupportedModelError(

@@ -149,17 +149,7 @@ class LiteRTRunner:
     def ops(self) -> OpCoverage:
         from kmot.export import inspect
 
-        info = inspect(self.content)
-        kinds = [op.kind for op in info.ops]
-        fallback = info.float_ops_between_io() if info.is_quantized else []
-        return OpCoverage(
-            total=len(kinds), int8=kinds.count("int8"), int16=kinds.count("int16"),
-            float=kinds.count("float"),
-            quantize=kinds.count("quantize") + kinds.count("dequantize"),
-            other=kinds.count("other"), fallback=len(fallback),
-            fallback_ops=[f"#{op.index} {op.name}" for op in fallback],
-            is_quantized=info.is_quantized,
-        )
+        return _coverage(inspect(self.content))
 
     def artifact(self, folder: str) -> str:
         """A file holding the model, for a separate process to load."""
@@ -332,23 +322,27 @@ class ONNXRunner:
         """The ops ONNX Runtime runs after fusing QDQ pairs (see `kmot.export.onnx_ops`)."""
         from kmot.export.onnx_ops import runtime_ops
 
-        graph = runtime_ops(self.source)
-        kinds = [op.kind for op in graph.ops]
-        fallback = graph.float_ops_between_io() if graph.is_quantized else []
-        return OpCoverage(
-            total=len(kinds), int8=kinds.count("int8"), int16=kinds.count("int16"),
-            float=kinds.count("float"),
-            quantize=kinds.count("quantize") + kinds.count("dequantize"),
-            other=kinds.count("other"), fallback=len(fallback),
-            fallback_ops=[f"#{op.index} {op.name}" for op in fallback],
-            is_quantized=graph.is_quantized,
-        )
+        return _coverage(runtime_ops(self.source))
 
     def artifact(self, folder: str) -> str:
         return self.source
 
 
 _KINDS = "a .tflite, .keras or .onnx file, or a SavedModel folder"
+
+
+def _coverage(graph: Any) -> OpCoverage:
+    """Op counts by computing type of a LiteRT or ONNX graph (``ops`` with ``kind``,
+    ``is_quantized`` and ``float_ops_between_io()``)."""
+    kinds = [op.kind for op in graph.ops]
+    fallback = graph.float_ops_between_io() if graph.is_quantized else []
+    return OpCoverage(
+        total=len(kinds), int8=kinds.count("int8"), int16=kinds.count("int16"),
+        float=kinds.count("float"), quantize=kinds.count("quantize") + kinds.count("dequantize"),
+        other=kinds.count("other"), fallback=len(fallback),
+        fallback_ops=[f"#{op.index} {op.name}" for op in fallback],
+        is_quantized=graph.is_quantized,
+    )
 
 
 def candidate_name(model: Any, index: int) -> str:
