@@ -225,7 +225,9 @@ def test_report_markdown_escapes_html_and_links(files):
     text = report.to_markdown()
     assert "<script" not in text and not re.search(r"(?<!\\)\]\(javascript", text)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;\\[x\\](javascript:alert(2))\\|\\`" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    summary = next(b for b in text.split("\n\n") if b.startswith("| candidate")).splitlines()
+    rows = [line for line in summary if line.startswith("| ")]
+    assert len(rows) == 3  # header and two candidates
     assert len({row.count("|") - row.count("\\|") for row in rows}) == 1  # no cell split
 
 

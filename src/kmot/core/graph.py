@@ -106,10 +106,10 @@ def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
             "class with @keras.saving.register_keras_serializable). "
             f"Received: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
         ) from err
-    if new.name != layer.name and not new.built:
+    if new.name != layer.name:
         # A config without the name (a custom layer with no get_config whose
-        # __init__ takes no `name`) gives the copy a fresh one; rewrites find
-        # layers by name, so the copy keeps the original's.
+        # __init__ takes no `name`) gives the copy a fresh one, built or not;
+        # rewrites find layers by name, so the copy keeps the original's.
         new.name = layer.name
     if layer.built and not new.built:
         build_config = layer.get_build_config()
