@@ -19,6 +19,24 @@ removal, so the budget equals one-shot's). It also reports the masked model's
 accuracy and the largest output difference between the masked and slim models.
 ``--variants l2,gradual`` runs only those rows (the unpruned row always runs).
 
+Fine-tuning recipes for the one-shot l2 model, each the same 5 epochs at batch 64
+(``l2`` itself: Adam at a constant 1e-3):
+
+- ``l2_cosine``: Adam with a cosine decay from ``--cosine-lr`` (default 5e-3) to 0
+  over the budget.
+- ``l2_bnrecal``: Adam(1e-3) constant, with the BatchNormalization moving
+  statistics recalibrated right after pruning and again after fine-tuning (the
+  mean of every training batch's statistics, one pass with training=True, no
+  weight update). Reports the accuracy before and after each recalibration.
+- ``l2_distill`` / ``l2_distill_cosine``: `kmot.distillation.distill` from the
+  unpruned model as teacher (``--distill-temperature``, ``--distill-alpha``), with
+  Adam(1e-3) constant / the cosine decay.
+- ``unpruned_cosine``: a control, not a pruning: the unpruned model fine-tuned by
+  ``l2_cosine``'s recipe, to see how much of a recipe's gain is not about pruning.
+
+The unpruned row also reports ``accuracy_bn_recalibrated``: its accuracy with its
+moving statistics recalibrated the same way (on a copy).
+
 One fine-tuning run's final accuracy swings by several points with its seed
 (Adam at a constant 1e-3 for 5 epochs): ``--finetune-seeds 1,2,3`` fine-tunes
 each variant once per seed and adds the per-seed accuracies, mean and std.
@@ -28,8 +46,10 @@ With ``--applications``: keras.applications MobileNetV2 at 96x96 and ResNet50 at
 pruned 30/50/70% by l2: parameters, MACs and the measured float and int8 speed-up
 (int8 by post-training quantization, calibrated).
 
-    python benchmarks/structured.py [--epochs 15] [--rounds 15] [--variants l2,gradual]
-                                    [--finetune-seeds 1,2,3] [--applications]
+    python benchmarks/structured.py [--epochs 15] [--rounds 15] [--variants l2,l2_cosine]
+                                    [--finetune-seeds 1,2,3] [--cosine-lr 5e-3]
+                                    [--distill-temperature 1] [--distill-alpha 0.5]
+                                    [--applications]
 """
 
 from __future__ import annotations
@@ -42,6 +62,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
+
+# --variants name -> (what to start from: an importance or "unpruned", fine-tuning recipe)
+ONE_SHOT = {
+    "l2": ("l2", "constant"), "bn": ("bn", "constant"), "taylor": ("taylor", "constant"),
+    "l2_cosine": ("l2", "cosine"), "l2_bnrecal": ("l2", "bnrecal"),
+    "l2_distill": ("l2", "distill"), "l2_distill_cosine": ("l2", "distill_cosine"),
+    "unpruned_cosine": ("unpruned", "cosine"),
+}
+VARIANTS = (*ONE_SHOT, "gradual")
 
 
 def se_net():
@@ -82,6 +111,69 @@ def _compile(model):
 
 def _accuracy(model, x, y) -> float:
     return round(float((model.predict(x, verbose=0).argmax(-1) == y).mean()), 4)
+
+
+def recalibrate_batch_norm(model, x, batch_size: int = 64) -> None:
+    """Sets every BatchNormalization's moving statistics to the mean of its batch
+    statistics over `x`: one pass with training=True, no weight update."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k, start in enumerate(range(0, len(x), batch_size)):
+            for layer in layers:  # k / (k + 1): a running mean over the batches, from batch 0
+                layer.momentum = k / (k + 1)
+            model(x[start:start + batch_size], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+def one_shot(base, variant, x, y, x_test, y_test, args):
+    """Prunes `base` by the variant's importance (or copies it) and fine-tunes it by its recipe."""
+    import math
+
+    import keras
+
+    from kmot import sparsity
+    from kmot.distillation import distill
+
+    start_from, recipe = ONE_SHOT[variant]
+    if start_from == "unpruned":
+        model = keras.models.clone_model(base)
+        model.set_weights(base.get_weights())
+    else:
+        model = sparsity.prune_channels(base, sparsity=args.sparsity, importance=start_from,
+                                        data=(x[:256], y[:256]))
+    row = {"accuracy_before_finetune": _accuracy(model, x_test, y_test)}
+    if recipe == "bnrecal":
+        recalibrate_batch_norm(model, x)
+        row["accuracy_before_finetune_bn_recalibrated"] = _accuracy(model, x_test, y_test)
+    epochs = args.finetune_epochs
+    if recipe in ("cosine", "distill_cosine"):
+        steps = epochs * math.ceil(len(x) / 64)
+        optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.cosine_lr, steps))
+        schedule = f"Adam(CosineDecay({args.cosine_lr:g} -> 0 over {steps} steps))"
+    else:
+        optimizer, schedule = keras.optimizers.Adam(1e-3), "Adam(1e-3) constant"
+    if recipe.startswith("distill"):
+        distill(model, base, x, y, epochs=epochs, batch_size=64, optimizer=optimizer,
+                temperature=args.distill_temperature, alpha=args.distill_alpha)
+        how = (f"distill from the unpruned model (temperature {args.distill_temperature:g}, "
+               f"alpha {args.distill_alpha:g}), {schedule}")
+    else:
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+        how = f"fit, {schedule}"
+    row["finetune"] = f"{how}, {epochs} epochs, batch 64"
+    if recipe == "bnrecal":
+        row["accuracy_before_bn_recalibration"] = _accuracy(model, x_test, y_test)
+        recalibrate_batch_norm(model, x)
+        row["finetune"] += ("; BatchNormalization statistics recalibrated after pruning and "
+                            "after fine-tuning")
+    return model, row
 
 
 def _p50s(contents: dict[str, bytes], x, rounds: int, runs: int = 50) -> dict[str, float]:
@@ -176,18 +268,32 @@ def gradual(base, x, y, x_test, y_test, args):
                             f"{args.gradual_frequency} steps), then removed, 0 epochs after"}
 
 
+def _label(variant: str, sparsity: float) -> str:
+    """'l2 50%', 'l2 gradual 50%', 'l2 50% cosine', 'unpruned cosine'."""
+    if variant == "gradual":
+        return f"l2 gradual {sparsity:.0%}"
+    start_from, recipe = ONE_SHOT[variant]
+    label = "unpruned" if start_from == "unpruned" else f"{start_from} {sparsity:.0%}"
+    return label if recipe == "constant" else f"{label} {recipe}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15, help="baseline epochs")
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--variants", default="l2,bn,taylor,gradual",
-                        help="comma-separated rows among l2, bn, taylor, gradual")
+    parser.add_argument("--variants", default="l2,bn,taylor,gradual,l2_cosine",
+                        help=f"comma-separated rows among {', '.join(VARIANTS)}")
     parser.add_argument("--gradual-ramp-epochs", type=float, default=1,
                         help="gradual: epochs over which the masks ramp to --sparsity")
     parser.add_argument("--gradual-frequency", type=int, default=1,
                         help="gradual: steps between mask updates")
+    parser.add_argument("--cosine-lr", type=float, default=5e-3,
+                        help="*_cosine: the peak (initial) learning rate of the cosine decay")
+    parser.add_argument("--distill-temperature", type=float, default=1.0)
+    parser.add_argument("--distill-alpha", type=float, default=0.5,
+                        help="l2_distill*: weight of the hard-label loss (the teacher's: 1 - alpha)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the baseline's training")
     parser.add_argument("--finetune-seeds", default="",
                         help="comma-separated seeds: each variant is fine-tuned once per seed "
@@ -200,14 +306,14 @@ def main() -> None:
         applications((0.3, 0.5, 0.7), args.rounds)
         return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(variants) - {"l2", "bn", "taylor", "gradual"})
+    unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        parser.error(f"unknown --variants {unknown}; expected among l2, bn, taylor, gradual")
+        parser.error(f"unknown --variants {unknown}; expected among {', '.join(VARIANTS)}")
 
     import keras
     import numpy as np
 
-    from kmot import quantization, sparsity
+    from kmot import quantization
     from kmot.core.cost import macs
     from kmot.data import digits
     from kmot.export import to_litert
@@ -229,11 +335,7 @@ def main() -> None:
         if variant == "gradual":
             pruned, row = gradual(base, x, y, x_test, y_test, args)
         else:
-            pruned = sparsity.prune_channels(base, sparsity=args.sparsity, importance=variant,
-                                             data=(x[:256], y[:256]))
-            before = _accuracy(pruned, x_test, y_test)
-            _compile(pruned).fit(x, y, epochs=args.finetune_epochs, batch_size=64, verbose=0)
-            row = {"accuracy_before_finetune": before}
+            pruned, row = one_shot(base, variant, x, y, x_test, y_test, args)
         return pruned, {**row, "accuracy": _accuracy(pruned, x_test, y_test),
                         "prune_and_finetune_s": round(time.perf_counter() - start, 1)}
 
@@ -255,8 +357,12 @@ def main() -> None:
         contents[f"{variant}/float"] = to_litert(pruned)
         contents[f"{variant}/int8"] = int8(pruned)
     p50 = _p50s(contents, x_test, args.rounds)
+    recalibrated = keras.models.clone_model(base)
+    recalibrated.set_weights(base.get_weights())
+    recalibrate_batch_norm(recalibrated, x)
     base_row = {"params": base.count_params(), "macs": macs(base),
                 "accuracy": _accuracy(base, x_test, y_test),
+                "accuracy_bn_recalibrated": _accuracy(recalibrated, x_test, y_test),
                 "p50_ms_float": round(p50["base/float"], 4), "p50_ms_int8": round(p50["base/int8"], 4)}
     print(json.dumps({"benchmark": "structured", "model": "se_net_32", "variant": "unpruned",
                       **base_row}), flush=True)
@@ -265,7 +371,7 @@ def main() -> None:
         speedups = {mode: p50[f"base/{mode}"] / p50[f"{importance}/{mode}"] for mode in ("float", "int8")}
         print(json.dumps({
             "benchmark": "structured", "model": "se_net_32",
-            "variant": f"{'l2 gradual' if importance == 'gradual' else importance} {args.sparsity:.0%}",
+            "variant": _label(importance, args.sparsity),
             **row, "accuracy_drop_pt": round(100 * (base_row["accuracy"] - row["accuracy"]), 2),
             **({"accuracy_drop_pt_mean": round(100 * (base_row["accuracy"] - row["accuracy_mean"]), 2)}
                if "accuracy_mean" in row else {}),
