@@ -68,6 +68,7 @@ ONE_SHOT = {
     "l2": ("l2", "constant"), "bn": ("bn", "constant"), "taylor": ("taylor", "constant"),
     "l2_cosine": ("l2", "cosine"), "l2_bnrecal": ("l2", "bnrecal"),
     "l2_distill": ("l2", "distill"), "l2_distill_cosine": ("l2", "distill_cosine"),
+    "bn_cosine": ("bn", "cosine"), "taylor_cosine": ("taylor", "cosine"),
     "unpruned_cosine": ("unpruned", "cosine"),
 }
 VARIANTS = (*ONE_SHOT, "gradual")
