@@ -43,6 +43,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
 
+from harness import alternating_p50s  # noqa: E402 - the shared timing protocol
+
 import numpy as np
 
 BATCH = 64
@@ -72,38 +74,6 @@ def _litert(content: bytes, x, y) -> dict:
     acc = float(np.mean(LiteRTModel(content).predict(x, batch_size=64).argmax(-1) == y))
     return {"accuracy": round(acc, 4), "bytes": info.size_bytes, "gzip_bytes": info.gzip_bytes,
             "fully_int8": info.is_quantized and not info.float_ops_between_io()}
-
-
-def _p50s(contents: dict[str, bytes], x, rounds: int, runs: int = 50) -> dict[str, float]:
-    """p50 ms per model, batch 1, 1 thread, rounds alternating between the models
-    (as in benchmarks/structured.py)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreters = {}
-    for name, content in contents.items():
-        interpreter = Interpreter(model_content=content, num_threads=1)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        sample = x[:1]
-        if detail["dtype"] != np.float32:
-            scale, zero = detail["quantization"]
-            sample = np.clip(np.round(sample / scale + zero), -128, 127).astype(detail["dtype"])
-        interpreter.set_tensor(detail["index"], sample.astype(detail["dtype"]))
-        for _ in range(10):
-            interpreter.invoke()
-        interpreters[name] = interpreter
-    times = {name: [] for name in contents}
-    for round_ in range(rounds):
-        order = list(interpreters.items())
-        for name, interpreter in (order if round_ % 2 == 0 else order[::-1]):
-            for _ in range(runs):
-                start = time.perf_counter()
-                interpreter.invoke()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: float(np.percentile(t, 50)) for name, t in times.items()}
-
-
-# -- models and data -------------------------------------------------------------------
 
 
 def mlp():
@@ -253,7 +223,7 @@ def run(name: str, rounds: int, seed: int, seeds: int) -> None:
         row["int8_ptq"] = _litert(contents[f"{label}/int8"], x_test, y_test)
         row["qat"] = _litert(qat(exported), x_test, y_test)
         rows[label] = row
-    p50 = _p50s(contents, x_test, rounds)
+    p50 = alternating_p50s(contents, x_test, rounds)
     base_row = {"params": base.count_params(), "macs": macs(base), "accuracy": base_acc,
                 "accuracy_after_5_more_epochs": _spread(more),
                 "p50_ms_float": round(p50["base/float"], 4), "p50_ms_int8": round(p50["base/int8"], 4),

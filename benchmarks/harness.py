@@ -76,6 +76,34 @@ def bare_loop_ms(content: bytes, x, *, threads: int, runs: int, warmup: int):
     return times * 1e3
 
 
+def alternating_p50s(contents: dict[str, bytes], x, rounds: int, runs: int = 50) -> dict[str, float]:
+    """p50 ms per model, batch 1, 1 thread, rounds alternating between the models."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters = {}
+    for name, content in contents.items():
+        interpreter = Interpreter(model_content=content, num_threads=1)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        sample = x[:1]
+        if detail["dtype"] != np.float32:
+            scale, zero = detail["quantization"]
+            sample = np.clip(np.round(sample / scale + zero), -128, 127).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], sample)
+        for _ in range(10):
+            interpreter.invoke()
+        interpreters[name] = interpreter
+    times = {name: [] for name in contents}
+    for _ in range(rounds):
+        for name, interpreter in interpreters.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                interpreter.invoke()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: float(np.percentile(t, 50)) for name, t in times.items()}
+
+
 def weight_bytes(path: Path) -> int:
     import numpy as np
 

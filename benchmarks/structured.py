@@ -63,6 +63,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
 
+from harness import alternating_p50s  # noqa: E402 - the shared timing protocol
+
 # --variants name -> (what to start from: an importance or "unpruned", fine-tuning recipe)
 ONE_SHOT = {
     "l2": ("l2", "constant"), "bn": ("bn", "constant"), "taylor": ("taylor", "constant"),
@@ -177,34 +179,6 @@ def one_shot(base, variant, x, y, x_test, y_test, args):
     return model, row
 
 
-def _p50s(contents: dict[str, bytes], x, rounds: int, runs: int = 50) -> dict[str, float]:
-    """p50 ms per model, batch 1, 1 thread, rounds alternating between the models."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreters = {}
-    for name, content in contents.items():
-        interpreter = Interpreter(model_content=content, num_threads=1)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        sample = x[:1]
-        if detail["dtype"] != np.float32:
-            scale, zero = detail["quantization"]
-            sample = np.clip(np.round(sample / scale + zero), -128, 127).astype(detail["dtype"])
-        interpreter.set_tensor(detail["index"], sample)
-        for _ in range(10):
-            interpreter.invoke()
-        interpreters[name] = interpreter
-    times = {name: [] for name in contents}
-    for _ in range(rounds):
-        for name, interpreter in interpreters.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                interpreter.invoke()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: float(np.percentile(t, 50)) for name, t in times.items()}
-
-
 def applications(sparsities, rounds: int) -> None:
     """MobileNetV2 at 96x96 and ResNet50 at 64x64 (weights=None), pruned by l2: params,
     MACs and the measured float and int8 (post-training, calibrated) speed-up."""
@@ -227,7 +201,7 @@ def applications(sparsities, rounds: int) -> None:
             contents[f"{label}/float"] = to_litert(model)
             contents[f"{label}/int8"] = to_litert(model, quantize="int8",
                                                   representative_data=calibration)
-        p50 = _p50s(contents, calibration, rounds, runs=10)
+        p50 = alternating_p50s(contents, calibration, rounds, runs=10)
         for label, model in models.items():
             if label == "base":
                 continue
@@ -357,7 +331,7 @@ def main() -> None:
         rows[variant] = {"params": pruned.count_params(), "macs": macs(pruned), **row}
         contents[f"{variant}/float"] = to_litert(pruned)
         contents[f"{variant}/int8"] = int8(pruned)
-    p50 = _p50s(contents, x_test, args.rounds)
+    p50 = alternating_p50s(contents, x_test, args.rounds)
     recalibrated = keras.models.clone_model(base)
     recalibrated.set_weights(base.get_weights())
     recalibrate_batch_norm(recalibrated, x)
