@@ -142,3 +142,18 @@ def test_factorize_step_makes_fewer_parameters(files):
     assert result.report.candidate("low_rank").provenance.steps[0].options["compression"] == 2.0
     with pytest.raises(RecipeError, match=r"give one of rank, energy and compression"):
         load_recipe({"name": "r", "steps": [{"factorize": {"rank": 4, "energy": 0.9}}]})
+
+
+def test_cosine_schedule_decays_each_step_to_zero(files):
+    recipe = {"name": "cos", "training": {"epochs": 1, "schedule": "cosine",
+                                          "learning_rate": 5e-3},
+              "steps": [{"prune_channels": {"sparsity": 0.5}}],
+              "evaluate": {"runs": 2, "warmup": 0, "memory": False}}
+    result = optimize(files / "base.keras", recipe, train_data=files / "train.npz",
+                      val_data=files / "val.npz", out_dir=files / "cosine", progress=False)
+    optimizer = result.model.optimizer
+    assert optimizer.iterations.numpy() == 8  # 512 samples, batch 64, 1 epoch
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)  # decayed fully
+    with pytest.raises(RecipeError, match=r"training\.schedule: Input should be 'constant' or "
+                                          r"'cosine'"):
+        load_recipe({"name": "r", "training": {"schedule": "step"}})

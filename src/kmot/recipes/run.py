@@ -98,11 +98,15 @@ def _provenance(recipe: Recipe, source: Any, baseline: Any) -> dict[str, dict[st
     return {"baseline": {**origin, "export": "float32"}, recipe.name: made}
 
 
-def _compile(model, recipe: Recipe):
+def _compile(model, recipe: Recipe, steps: int):
+    """Adam at the recipe's rate, decayed to 0 over `steps` with ``schedule: cosine``."""
     import keras
 
+    rate = recipe.training.learning_rate
+    if recipe.training.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, steps))
     model.compile(
-        optimizer=keras.optimizers.Adam(recipe.training.learning_rate),
+        optimizer=keras.optimizers.Adam(rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=recipe.training.from_logits),
         metrics=["accuracy"],
     )
@@ -128,6 +132,7 @@ def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
     epochs = step.epochs or recipe.training.epochs
     batch = recipe.training.batch_size
     fit = dict(batch_size=batch, epochs=epochs, verbose=0, callbacks=[_EpochProgress(advance)])
+    total = epochs * int(np.ceil(len(x) / batch))  # training steps of this step
     if step.kind == "prune":
         steps = epochs * int(np.ceil(len(x) / batch))
         schedule = sparsity.PolynomialDecay(
@@ -136,7 +141,7 @@ def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
         wrapped = sparsity.prune_low_magnitude(
             model, pruning_schedule=schedule, sparsity_allocation=step.allocation,
             sparsity_m_by_n=step.sparsity_m_by_n)
-        _compile(wrapped, recipe).fit(x, y, **fit)
+        _compile(wrapped, recipe, total).fit(x, y, **fit)
         return sparsity.strip_pruning(wrapped)
     if step.kind == "prune_channels":
         return _prune_channels(step, model, recipe, x, y, fit)
@@ -145,24 +150,24 @@ def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
 
         factored = decomposition.factorize(model, rank=step.rank, energy=step.energy,
                                            compression=step.compression, method=step.method)
-        _compile(factored, recipe).fit(x, y, **fit)
+        _compile(factored, recipe, total).fit(x, y, **fit)
         return factored
     if step.kind == "cluster":
         wrapped = clustering.cluster_weights(
             model, number_of_clusters=step.number_of_clusters, cluster_centroids_init=step.init,
             preserve_sparsity=step.preserve_sparsity, cluster_per_channel=step.per_channel)
-        _compile(wrapped, recipe).fit(x, y, **fit)
+        _compile(wrapped, recipe, total).fit(x, y, **fit)
         return clustering.strip_clustering(wrapped)
     if step.kind == "quantize":
         qat = quantization.quantize_model(
             model, scheme=step.scheme, preserve_sparsity=step.preserve_sparsity,
             preserve_clusters=step.preserve_clusters)
-        _compile(qat, recipe).fit(x, y, **fit)
+        _compile(qat, recipe, total).fit(x, y, **fit)
         return qat
     from kmot import distillation  # step.kind == "distill"
 
     teacher = baseline if step.teacher == "baseline" else _load(step.teacher)
-    _compile(model, recipe)
+    _compile(model, recipe, total)
     return distillation.distill(model, teacher, x, y, epochs=epochs, batch_size=batch,
                                 temperature=step.temperature, alpha=step.alpha,
                                 callbacks=fit["callbacks"])
@@ -180,7 +185,7 @@ def _prune_channels(step, model, recipe: Recipe, x, y, fit):
         masked = sparsity.mask_channels(model, pruning_schedule=schedule,
                                         importance=step.importance, round_to=step.round_to,
                                         allocation=step.allocation)
-        _compile(masked, recipe).fit(
+        _compile(masked, recipe, steps).fit(
             x, y, **{**fit, "callbacks": [*fit["callbacks"], sparsity.UpdatePruningStep()]})
         return sparsity.remove_masked_channels(masked)
     import keras
@@ -190,7 +195,8 @@ def _prune_channels(step, model, recipe: Recipe, x, y, fit):
         model, sparsity=step.sparsity, importance=step.importance, round_to=step.round_to,
         allocation=step.allocation, loss=loss,
         data=(x, y) if step.importance == "taylor" else None)
-    _compile(slim, recipe).fit(x, y, **fit)
+    _compile(slim, recipe, fit["epochs"] * int(np.ceil(len(x) / fit["batch_size"]))).fit(
+        x, y, **fit)
     return slim
 
 

@@ -43,6 +43,9 @@ class Training(_Strict):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    # "cosine": from learning_rate to 0 over each step's fine-tuning (BatchNorm's moving
+    # statistics then catch up with the weights; see the README's structured pruning)
+    schedule: Literal["constant", "cosine"] = "constant"
     from_logits: bool = True
 
 
