@@ -33,16 +33,22 @@ STALE_SECONDS = 3600.0
 _CHUNK = 1 << 20
 
 
-def remove_stale_parts(folder: Path, stem: str, *, older_than: float = STALE_SECONDS) -> int:
-    """Removes killed writes' ``.<stem>.<random>.part*`` files older than ``older_than`` s."""
+def remove_stale_parts(folder: Path, stem: str, *, older_than: float = STALE_SECONDS,
+                       folders: bool = False) -> int:
+    """Removes killed writes' ``.<stem>.<random>.part*`` files (with ``folders``: the
+    ``.<stem>.<random>.part`` folders of atomic folder writes) older than ``older_than`` s."""
+    import shutil
+
     removed = 0
     cutoff = time.time() - older_than
+    pattern = f".{glob.escape(stem)}.*{PART_SUFFIX}" + ("" if folders else "*")
+    kind, remove = (stat.S_ISDIR, shutil.rmtree) if folders else (stat.S_ISREG, Path.unlink)
     with contextlib.suppress(OSError):
-        for candidate in folder.glob(f".{glob.escape(stem)}.*{PART_SUFFIX}*"):
+        for candidate in folder.glob(pattern):
             with contextlib.suppress(OSError):
                 info = candidate.lstat()
-                if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
-                    candidate.unlink()
+                if kind(info.st_mode) and info.st_mtime < cutoff:
+                    remove(candidate)
                     removed += 1
     return removed
 

@@ -12,32 +12,20 @@ it is older than `kmot._files.STALE_SECONDS`.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import secrets
 import shutil
-import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kmot._files import PART_SUFFIX, STALE_SECONDS, fsync_dir
+from kmot._files import PART_SUFFIX, STALE_SECONDS, fsync_dir, remove_stale_parts
 
 __all__ = ["atomic_folder", "remove_stale_folders"]
 
 
 def remove_stale_folders(parent: Path, name: str, *, older_than: float = STALE_SECONDS) -> int:
     """Removes killed writes' ``.<name>.*.part`` folders older than ``older_than`` s."""
-    removed = 0
-    cutoff = time.time() - older_than
-    with contextlib.suppress(OSError):
-        for candidate in parent.glob(f".{glob.escape(name)}.*{PART_SUFFIX}"):
-            with contextlib.suppress(OSError):
-                info = candidate.lstat()
-                if stat.S_ISDIR(info.st_mode) and info.st_mtime < cutoff:
-                    shutil.rmtree(candidate)
-                    removed += 1
-    return removed
+    return remove_stale_parts(parent, name, older_than=older_than, folders=True)
 
 
 def _fsync_tree(folder: Path) -> None:
