@@ -97,7 +97,27 @@ def _specs(names: list[str], shapes: list[tuple[int | None, ...]],
             for n, shape, d in zip(names, shapes, dtypes)]
 
 
-class LiteRTRunner:
+class _Runner:
+    """What every runner shares: ``specs`` (the inputs it expects) give their dtypes."""
+
+    specs: list
+
+    @property
+    def input_dtypes(self) -> list[str]:
+        return [s.dtype for s in self.specs]
+
+
+class _FileRunner(_Runner):
+    """A runner over a runtime's model object (``self.model``) loaded from ``self.source``."""
+
+    def predict(self, arrays: list[np.ndarray], *, batch_size: int) -> list[np.ndarray]:
+        return self.model.predict(arrays, batch_size=batch_size)
+
+    def artifact(self, folder: str) -> str:
+        return self.source
+
+
+class LiteRTRunner(_Runner):
     """A `.tflite` candidate, run with `kmot.export.LiteRTModel`."""
 
     kind = "tflite"
@@ -125,10 +145,6 @@ class LiteRTRunner:
         ]
         self.output_dtypes = [np.dtype(d["dtype"]).name for d in self.model.output_details]
         self._static_batch = any(_signature(d)[0] > 0 for d in details if len(_signature(d)))
-
-    @property
-    def input_dtypes(self) -> list[str]:
-        return [s.dtype for s in self.specs]
 
     def predict(self, arrays: list[np.ndarray], *, batch_size: int) -> list[np.ndarray]:
         # A file declaring a fixed batch runs in chunks of that batch (no resize).
@@ -165,7 +181,7 @@ def _signature(detail: dict[str, Any]) -> np.ndarray:
     return sig if sig is not None and len(sig) else detail["shape"]
 
 
-class KerasRunner:
+class KerasRunner(_Runner):
     """A Keras model (in memory or a `.keras` file), run with Keras."""
 
     kind = "keras"
@@ -187,10 +203,6 @@ class KerasRunner:
         self.specs = [InputSpec(s.name, s.shape, s.dtype) for s in input_specs(model)]
         self.output_dtypes = [str(t.dtype) for t in model.outputs]
         self._saved: str | None = None
-
-    @property
-    def input_dtypes(self) -> list[str]:
-        return [s.dtype for s in self.specs]
 
     def _x(self, arrays: list[np.ndarray]) -> Any:
         return arrays[0] if len(arrays) == 1 else list(arrays)
@@ -241,7 +253,7 @@ class KerasRunner:
         return None
 
 
-class SavedModelRunner:
+class SavedModelRunner(_FileRunner):
     """A SavedModel folder, run with TensorFlow (`tf.saved_model.load`, serving signature)."""
 
     kind = "saved_model"
@@ -256,13 +268,6 @@ class SavedModelRunner:
         self.output_dtypes = self.model.output_dtypes
         self.notes = _thread_notes(threads)
 
-    @property
-    def input_dtypes(self) -> list[str]:
-        return [s.dtype for s in self.specs]
-
-    def predict(self, arrays: list[np.ndarray], *, batch_size: int) -> list[np.ndarray]:
-        return self.model.predict(arrays, batch_size=batch_size)
-
     def time(self, arrays: list[np.ndarray], *, runs: int, warmup: int) -> np.ndarray:
         return self.model.time_invoke(arrays, runs=runs, warmup=warmup)
 
@@ -272,8 +277,6 @@ class SavedModelRunner:
     def ops(self) -> None:
         return None  # TensorFlow runs the graph as written: no integer kernels to count
 
-    def artifact(self, folder: str) -> str:
-        return self.source
 
 
 def _thread_notes(threads: int) -> list[str]:
@@ -286,7 +289,7 @@ def _thread_notes(threads: int) -> list[str]:
              f"threads), not threads={threads}; peak memory ran with threads={threads}")]
 
 
-class ONNXRunner:
+class ONNXRunner(_FileRunner):
     """An ``.onnx`` file, run with ONNX Runtime (CPU provider)."""
 
     kind = "onnx"
@@ -299,13 +302,6 @@ class ONNXRunner:
         self.specs = _specs(self.model.input_names, self.model.input_shapes,
                             self.model.input_dtypes)
         self.output_dtypes = self.model.output_dtypes
-
-    @property
-    def input_dtypes(self) -> list[str]:
-        return [s.dtype for s in self.specs]
-
-    def predict(self, arrays: list[np.ndarray], *, batch_size: int) -> list[np.ndarray]:
-        return self.model.predict(arrays, batch_size=batch_size)
 
     def time(self, arrays: list[np.ndarray], *, runs: int, warmup: int) -> np.ndarray:
         from kmot.export.onnx_runtime import ONNXModel
@@ -323,9 +319,6 @@ class ONNXRunner:
         from kmot.export.onnx_ops import runtime_ops
 
         return _coverage(runtime_ops(self.source))
-
-    def artifact(self, folder: str) -> str:
-        return self.source
 
 
 _KINDS = "a .tflite, .keras or .onnx file, or a SavedModel folder"
