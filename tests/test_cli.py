@@ -52,6 +52,43 @@ def test_convert_without_calibration_fails_clearly(files):
     assert not (files / "x.tflite").exists()
 
 
+def test_convert_writes_onnx_and_saved_model(files):
+    import onnxruntime as ort
+
+    model = str(files / "model.keras")
+    onnx_int8 = files / "model_int8.onnx"
+    result = runner.invoke(app, ["convert", model, "-o", str(onnx_int8), "--quantize", "int8",
+                                 "--calibration", str(files / "calib.npz")])
+    assert result.exit_code == 0, result.output
+    assert "onnx" in result.output and f"{onnx_int8.stat().st_size:,} bytes" in result.output
+    session = ort.InferenceSession(str(onnx_int8), providers=["CPUExecutionProvider"])
+    assert any(node.op_type == "QuantizeLinear" for node in
+               __import__("onnx").load(str(onnx_int8)).graph.node)
+    (out,) = session.run(None, {session.get_inputs()[0].name:
+                                np.load(files / "calib.npz")["x"][:4].astype("float32")})
+    assert out.shape == (4, 10)
+
+    folder = files / "saved"
+    result = runner.invoke(app, ["convert", model, "-o", str(folder), "--format", "saved_model"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--format", "tflm"], "Expected --format to be one of litert, onnx, saved_model"),
+    (["--format", "saved_model", "--quantize", "int8"], "a SavedModel keeps float weights"),
+    (["--format", "onnx", "--quantize", "float16"], "use --quantize dynamic or int8"),
+    (["--format", "onnx", "--keep-float", "dense"], "--keep-float with --format onnx"),
+    (["--format", "onnx"], "Expected -o to name an .onnx file"),
+])
+def test_convert_refuses_options_that_do_not_suit_the_format(files, extra, says):
+    out = files / "refused.bin"
+    result = runner.invoke(app, ["convert", str(files / "model.keras"), "-o", str(out), *extra])
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split()), result.output
+    assert not out.exists()
+
+
 def test_ambiguous_npz_is_reported(files):
     result = runner.invoke(app, ["convert", str(files / "model.keras"), "-o", str(files / "y.tflite"),
                                  "--quantize", "int8", "--calibration", str(files / "bad.npz")])

@@ -1,4 +1,5 @@
-"""`kmot` commands on models and reports: convert, inspect, layer-error, demo, bench, gate, optimize."""
+"""`kmot` commands on models and reports: convert (LiteRT, ONNX, SavedModel), inspect,
+layer-error, demo, bench, gate, optimize."""
 
 from __future__ import annotations
 
@@ -20,35 +21,55 @@ from kmot.cli._common import (
     raise_if_interrupted,
 )
 
+FORMATS = ("litert", "onnx", "saved_model")
+
 
 @app.command()
 def convert(
     model: Annotated[Path, typer.Argument(help="Keras model (.keras)")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the .tflite")],
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="where to write: a .tflite, an .onnx, or a SavedModel folder")],
     quantize: Annotated[
-        Optional[str], typer.Option(help="float16 | dynamic | int8 | int16x8 (default: float32)")
+        Optional[str], typer.Option(help="LiteRT: float16 | dynamic | int8 | int16x8; "
+                                         "ONNX: dynamic | int8 (default: float32)")
     ] = None,
     calibration: Annotated[
         Optional[Path], typer.Option(help=".npz of representative inputs (int8, int16x8)")
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="calibration sample budget")] = 200,
     io_type: Annotated[
-        str, typer.Option(help="input/output dtype: float32, int8, uint8 or int16")
+        str, typer.Option(help="LiteRT input/output dtype: float32, int8, uint8 or int16")
     ] = "float32",
     keep_float: Annotated[
-        Optional[list[str]], typer.Option(help="layer to keep in float (repeatable)")
+        Optional[list[str]], typer.Option(help="LiteRT: layer to keep in float (repeatable)")
     ] = None,
-    allow_float_fallback: Annotated[bool, typer.Option(help="let ops with no int kernel stay float")] = False,
-    select_tf_ops: Annotated[bool, typer.Option(help="allow TensorFlow (Flex) ops")] = False,
+    allow_float_fallback: Annotated[bool, typer.Option(
+        help="LiteRT: let ops with no int kernel stay float")] = False,
+    select_tf_ops: Annotated[bool, typer.Option(help="LiteRT: allow TensorFlow (Flex) ops")] = False,
+    format: Annotated[Optional[str], typer.Option(
+        "--format", help="litert | onnx | saved_model (default: onnx for an -o ending in "
+                         ".onnx, litert otherwise)")] = None,
 ) -> None:
-    """Convert a Keras model to LiteRT, optionally quantized."""
-    check_output_file(output, inputs=(model, *((calibration,) if calibration else ())))
+    """Convert a Keras model to LiteRT (optionally quantized), ONNX or a SavedModel."""
+    target = _convert_format(format, output, quantize, io_type=io_type, keep_float=keep_float,
+                             allow_float_fallback=allow_float_fallback,
+                             select_tf_ops=select_tf_ops)
+    inputs = (model, *((calibration,) if calibration else ()))
+    if target == "saved_model":
+        check_output_folder(output, option="-o")
+    else:
+        check_output_file(output, inputs=inputs)
     _load_runtime()
-    from kmot._files import write_atomic
-    from kmot.export import inspect, load_model, to_litert
+    from kmot.export import load_model
 
     keras_model = load_model(model)
     data = load_npz_inputs(calibration, keras_model) if calibration else None
+    if target != "litert":
+        _convert_other(target, keras_model, model, output, quantize, data, samples)
+        return
+    from kmot._files import write_atomic
+    from kmot.export import inspect, to_litert
+
     with console.status(Text(f"converting {model.name} ({quantize or 'float32'})")):
         content = to_litert(
             keras_model, None, quantize=None if quantize in (None, "float32") else quantize,
@@ -64,6 +85,62 @@ def convert(
         f"wrote {output}: {info.size_bytes:,} bytes ({info.gzip_bytes:,} gzip), "
         f"{len(info.ops)} ops, float compute ops: {len(info.float_ops) if info.is_quantized else 'all'}"
     )
+
+
+def _convert_format(format: Optional[str], output: Path, quantize: Optional[str],
+                    **litert_only: object) -> str:
+    """The export format ``convert`` writes, its options checked against it."""
+    from kmot.errors import KmotError
+
+    if format is None:
+        format = "onnx" if output.suffix == ".onnx" else "litert"
+    if format not in FORMATS:
+        raise KmotError(f"Expected --format to be one of {', '.join(FORMATS)}. "
+                        f"Received: --format {format}")
+    if format == "litert":
+        return format
+    defaults = {"io_type": "float32", "keep_float": None, "allow_float_fallback": False,
+                "select_tf_ops": False}
+    given = [f"--{k.replace('_', '-')}" for k, v in litert_only.items() if v not in (defaults[k], [])]
+    if given:
+        raise KmotError(f"Expected LiteRT options only with --format litert. Received: "
+                        f"{', '.join(given)} with --format {format}. Drop them, or convert "
+                        "to LiteRT.")
+    allowed = {"onnx": (None, "float32", "dynamic", "int8"), "saved_model": (None, "float32")}
+    if quantize not in allowed[format]:
+        fix = ("use --quantize dynamic or int8" if format == "onnx"
+               else "a SavedModel keeps float weights; quantize with --format litert or onnx")
+        raise KmotError(f"Expected --quantize to suit --format {format}. Received: --quantize "
+                        f"{quantize}: {fix}.")
+    if format == "onnx" and output.suffix != ".onnx":
+        raise KmotError(f"Expected -o to name an .onnx file for --format onnx. Received: -o "
+                        f"{output}. Give e.g. -o {output.with_suffix('.onnx')}.")
+    return format
+
+
+def _convert_other(format: str, keras_model: object, model: Path, output: Path,
+                   quantize: Optional[str], data: object, samples: int) -> None:
+    """``convert --format onnx | saved_model``: the export, then what it wrote."""
+    from kmot.evaluate.runners import folder_size
+    from kmot.export import to_onnx, to_saved_model
+
+    quantize = None if quantize in (None, "float32") else quantize
+    with console.status(Text(f"exporting {model.name} ({format}, {quantize or 'float32'})")):
+        if format == "onnx":
+            to_onnx(keras_model, output, quantize=quantize, representative_data=data,
+                    num_calibration_samples=samples)
+        else:
+            to_saved_model(keras_model, output)
+    raise_if_interrupted()
+    if format == "onnx":
+        import gzip
+
+        content = output.read_bytes()
+        size, packed = len(content), len(gzip.compress(content, compresslevel=9, mtime=0))
+    else:
+        stats = folder_size(output)
+        size, packed = stats.bytes, stats.gzip_bytes
+    console.print(f"wrote {output}: {size:,} bytes ({packed:,} gzip), {format}")
 
 
 @app.command(name="inspect")
