@@ -126,12 +126,13 @@ class _EpochProgress:
         return Callback()
 
 
-def _run_step(step, model, baseline, recipe: Recipe, x, y, advance):
+def _run_step(step, model, baseline, recipe: Recipe, x, y, advance, callbacks=()):
     from kmot import clustering, quantization, sparsity
 
     epochs = step.epochs or recipe.training.epochs
     batch = recipe.training.batch_size
-    fit = dict(batch_size=batch, epochs=epochs, verbose=0, callbacks=[_EpochProgress(advance)])
+    fit = dict(batch_size=batch, epochs=epochs, verbose=0,
+               callbacks=[_EpochProgress(advance), *callbacks])
     total = epochs * int(np.ceil(len(x) / batch))  # training steps of this step
     if step.kind == "prune":
         steps = epochs * int(np.ceil(len(x) / batch))
@@ -258,6 +259,7 @@ def optimize(
     out_dir: str | os.PathLike,
     registry_root: str | os.PathLike | None = None,
     progress: bool | None = None,
+    callbacks: Any = (),
 ) -> PipelineResult:
     """Runs a recipe on a baseline model: steps, export, evaluate, gate, register.
 
@@ -270,6 +272,8 @@ def optimize(
         out_dir: where steps, ``model.tflite``, ``baseline.tflite`` and the report go.
         registry_root: the registry folder for ``register`` (default: kmot's).
         progress: show progress bars (default: when the terminal is interactive).
+        callbacks: Keras callbacks added to every step's fine-tuning (one instance
+            across the steps; it may stop a run by raising).
 
     Returns:
         A `PipelineResult`; ``result.passed`` is the gate's verdict.
@@ -316,14 +320,16 @@ def optimize(
                 continue
             bar.update(task, description=f"{recipe.name}: {step.kind} ({i + 1}/{len(recipe.steps)})")
             keras.utils.set_random_seed(recipe.seed + i)
-            current = _run_step(step, current, baseline, recipe, x, y, lambda: bar.advance(task))
+            current = _run_step(step, current, baseline, recipe, x, y, lambda: bar.advance(task),
+                                callbacks)
             _save_step(current, path, record, key, step)
             records.append({"step": step.kind, "path": str(path), "reused": False})
 
     export = recipe.export.quantize
     tflite = out / "model.tflite"
     to_litert(current, tflite, quantize=None if export in (None, "float32") else export,
-              representative_data=x, num_calibration_samples=recipe.export.calibration_samples)
+              representative_data=x, num_calibration_samples=recipe.export.calibration_samples,
+              keep_float=recipe.export.keep_float)
     to_litert(baseline, out / "baseline.tflite")
     result = PipelineResult(model=current, tflite=tflite, steps=records)
     if recipe.evaluate is not None:

@@ -141,6 +141,8 @@ Step = Annotated[Union[PruneStep, PruneChannelsStep, FactorizeStep, ClusterStep,
 class Export(_Strict):
     quantize: Literal["float32", "float16", "dynamic", "int8", "int16x8"] | None = None
     calibration_samples: int = Field(200, ge=1)
+    # int8 / int16x8: layers left in float32 (selective quantization, see quantization_error)
+    keep_float: list[str] = Field(default_factory=list)
 
 
 class Evaluate(_Strict):

@@ -1,0 +1,174 @@
+"""The Optuna side of a search: the shared study, early stopping on the accuracy budget,
+and one run per configuration across every worker.
+
+The study lives in any Optuna RDB storage (SQLite under the output folder by
+default), so several workers (processes or machines) given the same storage and
+study name share it: Optuna hands each trial to one worker, and a worker that
+samples a configuration another trial already ran (or is running) reuses that
+result instead of training it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kmot.search.space import SearchError
+
+__all__ = ["BudgetPruner", "EpochReporter", "find_duplicate", "open_study", "required_accuracy"]
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+def required_accuracy(budgets: Any, baseline_accuracy: float | None) -> float | None:
+    """The accuracy a candidate must reach by the budgets, or None when none limits it."""
+    if budgets.metric != "accuracy":
+        return None
+    floor = []
+    if budgets.min_accuracy is not None:
+        floor.append(budgets.min_accuracy)
+    if budgets.max_accuracy_drop is not None and baseline_accuracy is not None:
+        floor.append(baseline_accuracy - budgets.max_accuracy_drop)
+    return max(floor) if floor else None
+
+
+def _pruner_class() -> type:
+    import optuna
+
+    class BudgetPruner(optuna.pruners.BasePruner):
+        """Stops a trial whose validation accuracy cannot meet the accuracy budget.
+
+        After epoch ``e`` of ``E`` (the trial's ``epochs`` user attribute), the trial
+        stops when its accuracy is below ``required - slack * (E - e - 1) / E``: the
+        remaining epochs may still recover up to ``slack`` (fine-tuning starts from a
+        trained baseline, and a pruning schedule dips before it recovers); after the
+        last epoch, below ``required`` stops it before export and measurement.
+        """
+
+        def __init__(self, required: float | None, slack: float) -> None:
+            self.required, self.slack = required, slack
+
+        def prune(self, study: Any, trial: Any) -> bool:
+            step = trial.last_step
+            if self.required is None or step is None:
+                return False
+            total = max(int(trial.user_attrs.get("epochs", step + 1)), step + 1)
+            remaining = (total - step - 1) / total
+            return trial.intermediate_values[step] < self.required - self.slack * remaining
+
+    return BudgetPruner
+
+
+def BudgetPruner(required: float | None, slack: float) -> Any:
+    """See `_pruner_class` (Optuna loads on first use)."""
+    return _pruner_class()(required, slack)
+
+
+class EpochReporter:
+    """A Keras callback: validation accuracy after each epoch, shown and reported to
+    the trial (which may then stop it: `optuna.TrialPruned` leaves the fit)."""
+
+    def __new__(cls, val: tuple[np.ndarray, np.ndarray], *, total: int, trial: Any = None,
+                display: Any = None):
+        import keras
+
+        x_val, y_val = val
+
+        class Callback(keras.callbacks.Callback):
+            epoch = 0
+
+            def on_epoch_end(self, epoch, logs=None):
+                outputs = self.model.predict(x_val, batch_size=256, verbose=0)
+                if isinstance(outputs, (list, tuple)):
+                    outputs = outputs[0]
+                accuracy = float(np.mean(np.argmax(outputs, axis=-1) == y_val))
+                step = Callback.epoch
+                Callback.epoch += 1
+                if display is not None:
+                    display.epoch(step + 1, total, accuracy)
+                if trial is not None:
+                    trial.report(accuracy, step)
+                    if trial.should_prune():
+                        import optuna
+
+                        trial.set_user_attr("stopped_at_epoch", step + 1)
+                        raise optuna.TrialPruned(
+                            f"validation accuracy {accuracy:.4f} after epoch {step + 1} of "
+                            f"{total} cannot meet the accuracy budget")
+
+        return Callback()
+
+
+def _storage(url: str) -> Any:
+    import optuna
+
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
+        raise SearchError(
+            f"Could not open the Optuna storage. Expected an RDB URL such as "
+            f"sqlite:///study.db or postgresql://user:pass@host/db. Received: {url!r:.120} "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})"
+        ) from None
+
+
+def open_study(url: str, name: str, *, pruner: Any, seed: int) -> Any:
+    """The study `name` in the storage at `url`, created if missing (safely when
+    several workers start at once)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(url)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    for attempt in range(5):
+        try:
+            return optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                       sampler=sampler, pruner=pruner, load_if_exists=True)
+        except optuna.exceptions.DuplicatedStudyError:  # created by another worker meanwhile
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as err:  # noqa: BLE001 - e.g. a study of another direction
+            raise SearchError(f"Could not open study {name!r} in {url!r:.120}: {err}. "
+                              "Expected a study made by kmot search (maximize), or a new "
+                              "name.") from None
+    return optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+
+
+def worker_seed(worker: str, seed: int, finished: int) -> int:
+    """A sampler seed per worker and restart: two workers do not sample alike."""
+    digest = hashlib.sha256(f"{worker}:{seed}:{finished}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def find_duplicate(study: Any, trial: Any, params: dict[str, Any], *,
+                   poll: float = 1.0) -> Any | None:
+    """An earlier trial with the same configuration, finished (waiting for it when
+    another worker is still running it), or None."""
+    while True:
+        running = None
+        for other in study.get_trials(deepcopy=False):
+            if other.number >= trial.number or other.params != params:
+                continue
+            if other.state.name in FINISHED:
+                return other
+            if other.state.name == "RUNNING":
+                running = other
+        if running is None:
+            return None
+        time.sleep(poll)
+
+
+def interrupted_to_retry(study: Any, worker: str) -> list[Any]:
+    """This worker's trials that a Ctrl-C stopped, not yet run again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    return [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("worker") == worker
+            and t.user_attrs.get("interrupted") and t.number not in retried]
+
+
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(out / 'study.db').resolve()}"
