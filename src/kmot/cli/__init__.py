@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kmot.cli import models, registry, search, structure  # noqa: F401 - registers the commands
+from kmot.cli import check, models, registry, search, structure  # noqa: F401 - registers the commands
 from kmot.cli._common import app, load_npz_inputs
 
 __all__ = ["app", "main", "load_npz_inputs"]
