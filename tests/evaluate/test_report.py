@@ -48,13 +48,13 @@ def test_load_errors(report, tmp_path):
         Report.load(tmp_path / "bad.json")
     newer = report.to_dict() | {"schema_version": "2.0"}
     (tmp_path / "newer.json").write_text(json.dumps(newer))
-    with pytest.raises(ReportError, match=r"reads report schema 1.0 to 1.1. Received: "
+    with pytest.raises(ReportError, match=r"reads report schema 1.0 to 1.2. Received: "
                        r"schema_version='2.0'"):
         Report.load(tmp_path / "newer.json")
     broken = report.to_dict()
     del broken["candidates"][1]["latency"]["p90_ms"]
     (tmp_path / "broken.json").write_text(json.dumps(broken))
-    with pytest.raises(ReportError, match=r"does not match the kmot report schema 1.1: 1 "
+    with pytest.raises(ReportError, match=r"does not match the kmot report schema 1.2: 1 "
                        r"error\(s\).*at candidates/1/latency: 'p90_ms' is a required property"):
         Report.load(tmp_path / "broken.json")
 

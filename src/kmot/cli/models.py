@@ -250,11 +250,30 @@ def bench(
         Optional[str], typer.Option(help="registry folder or mlflow://host:port, for "
                                          "--baseline registry:NAME")
     ] = None,
+    remote: Annotated[
+        Optional[str], typer.Option(help="ssh://user@host[:port]: measure latency and memory "
+                                         "there (.tflite only; needs Python and "
+                                         "ai-edge-litert)")
+    ] = None,
+    remote_identity: Annotated[
+        Optional[Path], typer.Option(help="private key for --remote (ssh -i)")] = None,
+    remote_known_hosts: Annotated[
+        Optional[Path], typer.Option(help="known-hosts file to check --remote's host key "
+                                          "against (checking is always strict)")] = None,
+    remote_python: Annotated[
+        str, typer.Option(help="the Python command on --remote")] = "python3",
 ) -> None:
     """Compare models on the same data: metrics, fidelity, latency, memory, size, ops."""
     check_output_folder(out)
     from kmot._tempdirs import temporary_directory
 
+    far = None
+    if remote is not None or remote_identity or remote_known_hosts:
+        from kmot.evaluate.remote import Remote
+
+        far = Remote(remote or "", python=remote_python,
+                     identity=str(remote_identity) if remote_identity else None,
+                     known_hosts=str(remote_known_hosts) if remote_known_hosts else None)
     with temporary_directory("bench") as workdir:
         pulled, made = _from_registry(baseline, registry_root, Path(workdir))
         _load_runtime()
@@ -271,7 +290,7 @@ def bench(
                          baseline=next(iter(pulled), None) or baseline,
                          metrics=metric or ("accuracy",), runs=runs, warmup=warmup,
                          threads=threads, batch_size=batch_size, memory=memory,
-                         provenance=made)
+                         provenance=made, remote=far)
     raise_if_interrupted()
     paths = report.save(out)
     report.print_table(console)

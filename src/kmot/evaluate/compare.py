@@ -117,6 +117,7 @@ def compare(
     predict_batch_size: int = 64,
     progress: bool | None = None,
     provenance: Mapping[str, Any] | None = None,
+    remote: Any = None,
 ) -> Report:
     """Runs every candidate on the same validation data and measures it.
 
@@ -150,6 +151,11 @@ def compare(
         provenance: ``{name: how it was made}`` for any candidates: a
             `kmot.evaluate.Provenance` or its dict (``steps``, ``export``, ``recipe``,
             ``source``, ``source_sha256``...), recorded in the report.
+        remote: measure latency and peak memory on another machine instead: an
+            ``ssh://[user@]host[:port]`` target or a `kmot.evaluate.remote.Remote`
+            (LiteRT candidates only; the remote needs Python and ai-edge-litert).
+            Metrics, fidelity, size and ops are still computed here, on the same
+            files; the report's ``settings.remote`` names the machine.
 
     Returns:
         A `Report`.
@@ -192,18 +198,30 @@ def compare(
                 runners[name] = make_runner(name, model, threads=threads)
             inputs[name] = dataset.inputs_for(runners[name].specs, name)
         ordered = [baseline, *(n for n in named if n != baseline)]
+        far = None
+        if remote is not None:  # first: a connection problem stops before local work
+            from kmot.evaluate.remote import measure_remote
+
+            step(f"measuring on {getattr(remote, 'target', remote)}")
+            far = measure_remote(remote, [runners[n] for n in ordered],
+                                 {n: [a[:batch_size] for a in inputs[n]] for n in ordered},
+                                 runs=runs, warmup=warmup, threads=threads,
+                                 batch_size=batch_size, memory=memory)
         outputs, partial = {}, {}
         for name in ordered:
             outputs[name], partial[name] = _measure(
                 runners[name], inputs[name], dataset.y, resolved, step=step, workdir=workdir,
                 runs=runs, warmup=warmup, batch_size=batch_size,
-                predict_batch_size=predict_batch_size)
+                predict_batch_size=predict_batch_size, times=far and far.times[name])
+            if far is not None:
+                partial[name]["memory"] = far.memory[name]
+                partial[name]["notes"] += far.notes[name]
             if name != baseline:
                 partial[name]["fidelity"] = fidelity(outputs[baseline][0], outputs[name][0],
                                                      name=name)
                 partial[name]["error_profile"] = error_profile(
                     dataset.y, outputs[baseline][0], outputs[name][0])
-        if memory:  # after all timing, so child processes never overlap a timed loop
+        if memory and far is None:  # after all timing: children never overlap a timed loop
             _measure_memory([runners[n] for n in ordered], partial, step=step, workdir=workdir,
                             threads=threads, batch_size=batch_size)
     base = partial[baseline]
@@ -218,7 +236,8 @@ def compare(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         environment=_environment(),
         settings=Settings(runs=runs, warmup=warmup, threads=threads, batch_size=batch_size,
-                          num_samples=dataset.num_samples, memory=memory),
+                          num_samples=dataset.num_samples, memory=memory,
+                          remote=far and far.machine),
         baseline=baseline,
         primary_metric=resolved[0].name if resolved else None,
         metrics=[MetricInfo(name=m.name, higher_is_better=m.higher_is_better)
@@ -254,13 +273,15 @@ def _provenance(provenance: Mapping[str, Any] | None,
 
 
 def _measure(runner: Any, x: list[Any], y: Any, metrics: list[Any], *, step: Any, workdir: str,
-             runs: int, warmup: int, batch_size: int,
-             predict_batch_size: int) -> tuple[list[Any], dict[str, Any]]:
-    """One candidate's outputs, and its measurements but fidelity and memory."""
+             runs: int, warmup: int, batch_size: int, predict_batch_size: int,
+             times: Any = None) -> tuple[list[Any], dict[str, Any]]:
+    """One candidate's outputs, and its measurements but fidelity and memory
+    (`times`: its latency samples when measured elsewhere)."""
     step(f"{runner.name}: predicting {len(x[0])} samples", 1)
     outputs = runner.predict(x, batch_size=predict_batch_size)
     step(f"{runner.name}: timing {runs} runs", 1)
-    times = runner.time([a[:batch_size] for a in x], runs=runs, warmup=warmup)
+    if times is None:
+        times = runner.time([a[:batch_size] for a in x], runs=runs, warmup=warmup)
     measured = dict(
         name=runner.name, kind=runner.kind, source=runner.source,
         metrics={m.name: m(y, outputs[0]) for m in metrics}, fidelity=None,

@@ -179,7 +179,18 @@ def _settings_line(report: Report) -> str:
     return (f"{s.num_samples} validation samples; latency: {s.runs} runs after {s.warmup} "
             f"warm-up, batch {s.batch_size}, {s.threads} thread(s); peak memory "
             f"{'net of an idle process' if s.memory else 'not measured'}. "
-            f"Created {report.created} with kmot {report.kmot_version}.")
+            f"Created {report.created} with kmot {report.kmot_version}.{_remote_text(s)}")
+
+
+def _remote_text(s) -> str:
+    """Which figures came from which machine, when some came from a remote."""
+    if s.remote is None:
+        return ""
+    env = s.remote.environment
+    machine = ", ".join(f"{k} {env[k]}" for k in ("cpu", "cpu_count", "machine", "platform",
+                                                 "python", "ai-edge-litert") if k in env)
+    return (f" {' and '.join(s.remote.measured).capitalize()} measured on "
+            f"{s.remote.target} ({machine}); metrics, fidelity, size and ops on this machine.")
 
 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`|[]"})

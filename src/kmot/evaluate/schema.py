@@ -27,12 +27,13 @@ __all__ = [
     "OutputDelta",
     "Provenance",
     "Registration",
+    "RemoteMachine",
     "Settings",
     "SizeStats",
     "Step",
 ]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 class _Model(BaseModel):
@@ -47,6 +48,17 @@ class MetricInfo(_Model):
     higher_is_better: bool = True
 
 
+class RemoteMachine(_Model):
+    """The machine some figures were measured on, when not this one (``--remote``)."""
+
+    target: str = Field(description="ssh://[user@]host[:port]")
+    environment: dict[str, str] = Field(
+        description="its Python, platform, machine, CPU and runtime versions")
+    measured: list[str] = Field(
+        description='the figures taken there ("latency", "memory"); metrics, fidelity, '
+                    "the error profile, size and ops come from this machine")
+
+
 class Settings(_Model):
     """How the candidates were measured."""
 
@@ -56,6 +68,8 @@ class Settings(_Model):
     batch_size: int = Field(description="samples per timed invocation")
     num_samples: int = Field(description="validation samples every candidate ran on")
     memory: bool = Field(description="whether peak memory was measured")
+    remote: RemoteMachine | None = Field(
+        None, description="where latency and memory were measured, if not this machine")
 
 
 class LatencyStats(_Model):

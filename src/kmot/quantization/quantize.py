@@ -62,6 +62,7 @@ def quantize_model(
     fold_batch_norm: bool = True,
     preserve_sparsity: bool = False,
     preserve_clusters: bool = False,
+    target: str | None = None,
 ) -> keras.Model:
     """Prepares a model for quantization-aware training (QAT) for LiteRT.
 
@@ -91,13 +92,16 @@ def quantize_model(
             become trainable centroids (CQAT; with `preserve_sparsity`, PCQAT).
             Wrappers still carrying pruning or clustering transforms keep them
             in any case.
+        target: first check that this deployment target runs every op
+            (`kmot.export.check`, e.g. ``"litert-int8"``: the int8 export will
+            be strict; layers ``config`` skips may stay float); default: no check.
 
     Returns:
         A new model to fine-tune, then export with `kmot.export.to_litert`.
 
     Raises:
-        QuantizationError: unknown scheme or config, or (strict) a layer kmot
-            cannot quantize.
+        QuantizationError: unknown scheme or config, (strict) a layer kmot
+            cannot quantize, or an op ``target`` would not run.
 
     Example:
         >>> qat = quantize_model(model)                      # doctest: +SKIP
@@ -115,6 +119,12 @@ def quantize_model(
             "or clustered model. Received: a model with ActivationQuantizer layers"
         )
     work = as_functional(model)  # raises kmot's UnsupportedModelError with the remedy
+    if target is not None:  # before any training: stop here, not at export
+        from kmot.export.check import compatibility_problems
+
+        skipped = tuple(k for k, v in (config or {}).items() if v == "skip")
+        if problem := compatibility_problems(work, target, keep_float=skipped):
+            raise QuantizationError(f"{problem} Received: target={target!r}")
     if preserve_sparsity or preserve_clusters:
         work = _preserved(work, sparsity=preserve_sparsity, clusters=preserve_clusters)
     if fold_batch_norm:

@@ -78,6 +78,17 @@ def _check_fits(model, x: np.ndarray, y: np.ndarray, what: str) -> None:
                           f"rows. Received: y of shape {y.shape}")
 
 
+def _check_target(model, recipe: Recipe) -> None:
+    """Stops before fine-tuning when the export step's target cannot run the model."""
+    from kmot.export.check import compatibility_problems
+
+    qat = any(step.kind == "quantize" for step in recipe.steps)  # exports int8 by itself
+    mode = recipe.export.quantize or ("int8" if qat else None)
+    target = {"int8": "litert-int8", "int16x8": "litert-int16x8"}.get(mode, "litert")
+    if problem := compatibility_problems(model, target, keep_float=tuple(recipe.export.keep_float)):
+        raise RecipeError(f"{problem} Received: export quantize={mode!r}, checked as {target}")
+
+
 def _provenance(recipe: Recipe, source: Any, baseline: Any) -> dict[str, dict[str, Any]]:
     """How the baseline and the recipe's model were made, for the report."""
     from kmot._hashing import model_sha256
@@ -297,6 +308,7 @@ def optimize(
     x_val, y_val = _xy(val_data, "validation data")
     _check_fits(baseline, x, y, "training data")
     _check_fits(baseline, x_val, y_val, "validation data")
+    _check_target(baseline, recipe)
     out = Path(out_dir)
     (out / "steps").mkdir(parents=True, exist_ok=True)
     _remove_partial(out)  # one run per output folder: a leftover is from a killed one

@@ -55,6 +55,7 @@ def prune_channels(
     layers: LayerSelector = None,
     allocation: str = "uniform",
     loss: Callable | None = None,
+    target: str | None = None,
 ) -> keras.Model:
     """A new plain model with the least important channels physically removed.
 
@@ -75,6 +76,8 @@ def prune_channels(
         allocation: ``"uniform"`` or ``"global"`` (one ranking of importances
             normalized by their group's mean: crowded groups keep more).
         loss: for ``"taylor"``; default: the model's compiled loss.
+        target: first check that this deployment target runs every op
+            (`kmot.export.check`, e.g. ``"tflm"``); default: no check.
 
     Returns:
         A new model with the same inputs, outputs and layer names and fewer
@@ -93,6 +96,11 @@ def prune_channels(
     """
     _check_options(sparsity, importance, data, round_to, allocation)
     _check_plain(model)
+    if target is not None:  # before pruning and fine-tuning: stop here, not at export
+        from kmot.export.check import compatibility_problems
+
+        if problem := compatibility_problems(model, target):
+            raise TransformError(f"{problem} Received: target={target!r}")
     graph = ChannelGraph(model)
     groups = graph.groups()
     candidates = _candidates(model, groups, layers)
