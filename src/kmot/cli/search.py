@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from kmot.cli import _common
 from kmot.cli._common import _load_runtime, app, check_output_folder, console
 
 
@@ -40,7 +41,8 @@ def search_cmd(
     from kmot.search import search
 
     result = search(model, budgets, data=data, val=val, out=out, trials=trials,
-                    storage=storage, study=study, space=space)
+                    storage=storage, study=study, space=space,
+                    stop=lambda: _common._interrupts.seen)
     for e in result.candidates:
         m = e["metrics"]
         verdict = (Text("meets every budget", "green") if e["meets_budgets"] else
@@ -60,7 +62,7 @@ def search_cmd(
     else:
         console.print(Text("no candidate meets every budget; closest: "
                            + ", ".join(result.to_dict()["closest"]), "red"), soft_wrap=True)
-    if result.interrupted:
+    if result.interrupted or _common._interrupts.seen:
         console.print("interrupted: the results so far are saved", soft_wrap=True)
         raise typer.Exit(130)
     raise typer.Exit(0 if result.passed else 1)

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ class _Search:
     """One worker's search: its context, results, and the candidates' reports."""
 
     def __init__(self, ctx: builder.Context, space: SearchSpace, display: Display,
-                 result: SearchResult, previous: dict[str, Any]) -> None:
+                 result: SearchResult, previous: dict[str, Any],
+                 stop: Callable[[], bool] | None = None) -> None:
         self.ctx, self.space, self.display, self.result = ctx, space, display, result
+        self.stop = stop or (lambda: False)
         self.reports: dict[str, Any] = {}
         self.previous = {e["name"]: e for e in previous.get("candidates", [])
                          if isinstance(e, dict) and "name" in e}
@@ -139,6 +142,8 @@ class _Search:
             candidates = [c for c in untrained_candidates(
                 self.space.model_copy(update={"stages": [stage]}), worst) if c.stage == stage]
         for candidate in candidates:
+            if self.stop():
+                raise KeyboardInterrupt
             self.display.candidate(f"{stage}: {candidate.name}")
             if self.run(candidate)["meets_budgets"]:
                 return True  # the least invasive one that meets every budget
@@ -195,7 +200,13 @@ class _Search:
             self.result.save()
             return value
 
-        study.optimize(objective, n_trials=n, catch=(KmotError,), gc_after_trial=True)
+        def after(study: Any, trial: Any) -> None:
+            if self.stop():  # a Ctrl-C a library swallowed: stop after this trial
+                self.result.interrupted = True
+                study.stop()
+
+        study.optimize(objective, n_trials=n, catch=(KmotError,), gc_after_trial=True,
+                       callbacks=[after])
 
 
 def _check(trials: Any, study: Any) -> None:
@@ -217,6 +228,7 @@ def search(
     study: str = "kmot-search",
     space: SearchSpace | dict[str, Any] | str | os.PathLike | None = None,
     progress: bool | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> SearchResult:
     """Finds the least invasive compression that meets every budget, measured on LiteRT.
 
@@ -242,6 +254,8 @@ def search(
         study: the study's name in the storage.
         space: the search space (see `kmot.search.SearchSpace`).
         progress: show the live display (default: when stderr is a terminal).
+        stop: called between candidates and trials; True stops the search as Ctrl-C
+            does (what was found is kept, ``result.interrupted`` is set).
 
     Returns:
         A `SearchResult`; ``result.chosen`` names the chosen candidate, or is None.
@@ -270,6 +284,8 @@ def search(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or optuna_side.default_storage(folder)
+    if "search" in space.stages and trials > 0:
+        optuna_side.check_storage(url)  # a bad URL fails before any work
     worker = f"{socket.gethostname()}:{folder.resolve()}"
     previous = SearchResult.load_previous(folder)
     started = time.perf_counter()
@@ -295,7 +311,7 @@ def search(
         **b.metrics, "p50_ms": b.latency.p50_ms, "p90_ms": b.latency.p90_ms,
         "bytes": b.size.bytes, "gzip_bytes": b.size.gzip_bytes}}
     with Display(progress) as display:
-        run = _Search(ctx, space, display, result, previous)
+        run = _Search(ctx, space, display, result, previous, stop)
         for e in previous.get("candidates", []):  # earlier trials' candidates, gated again
             if isinstance(e, dict) and e.get("stage") == "search" and e.get("trial") is not None:
                 params = e.get("params") or {}

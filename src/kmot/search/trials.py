@@ -117,6 +117,11 @@ def _storage(url: str) -> Any:
         ) from None
 
 
+def check_storage(url: str) -> None:
+    """Opens the storage once: a bad URL or an unreachable server is a `SearchError`."""
+    _storage(url).remove_session()
+
+
 def open_study(url: str, name: str, *, pruner: Any, seed: int) -> Any:
     """The study `name` in the storage at `url`, created if missing (safely when
     several workers start at once)."""
