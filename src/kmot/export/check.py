@@ -67,6 +67,8 @@ class CheckReport:
     layers: list[LayerCheck]
     conversion_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: The converted file the verdicts were read from (LiteRT bytes; None for ONNX).
+    content: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -122,11 +124,11 @@ def check(model: keras.Model | str | os.PathLike, target: str) -> CheckReport:
     model = _as_graph(load_model(model), None)
     table = support_table(target)
     if table["conversion"] == "onnx":
-        ops, error, notes = _onnx_ops(model)
+        ops, error, notes, content = *_onnx_ops(model), None
     else:
-        ops, error, notes = _litert_ops(model, table, target)
+        ops, error, notes, content = _litert_ops(model, table, target)
     return CheckReport(model.name, target, table["runtime"], _by_layer(model, ops, table),
-                       error, notes)
+                       error, notes, content)
 
 
 def compatibility_problems(model: keras.Model, target: str, *,
@@ -165,18 +167,24 @@ def _litert_ops(model, table, target):
 
     mode = None if table["conversion"] == "float32" else table["conversion"]
     kwargs: dict[str, Any] = {}
+    notes: list[str] = []
+    content = None
     if mode:
         data = _synthetic(model)
-        kwargs = {"quantize": mode, "allow_float_fallback": True,
-                  "representative_data": data[0] if len(data) == 1 else tuple(data)}
-    notes: list[str] = []
+        kwargs = {"quantize": mode, "representative_data": data[0] if len(data) == 1 else tuple(data)}
+        with contextlib.suppress(ConversionError):  # strict: what the user gets by default
+            content = to_litert(model, verify=False, **kwargs)
+        # Else float fallback shows which ops stay float (with it allowed, the converter
+        # may also leave an op float that strict mode quantizes).
+        kwargs["allow_float_fallback"] = True
     try:
-        content = to_litert(model, verify=False, **kwargs)
+        if content is None:
+            content = to_litert(model, verify=False, **kwargs)
     except ConversionError as err:
         try:  # Flex ops let the converter finish, and name what the builtins lack
             content = to_litert(model, verify=False, allow_select_tf_ops=True, **kwargs)
         except ConversionError:
-            return [], _first_lines(str(err)), notes
+            return [], _first_lines(str(err)), notes, None
         notes.append("converted only with TensorFlow (Flex) ops allowed")
     info = inspect(content)
     floats = {(op.subgraph, op.index) for op in info.float_ops_between_io()} if mode else set()
@@ -198,7 +206,7 @@ def _litert_ops(model, table, target):
         # Output names first; a weight's name where an output has none (a graph output).
         names = [t.name for t in op.outputs] + [t.name for t in op.inputs if t.is_constant]
         out.append((op.name, names, override))
-    return out, None, notes
+    return out, None, notes, content
 
 
 def _gpu_findings(content: bytes) -> dict[int, str]:
