@@ -18,6 +18,7 @@ from keras import tree
 from kmot.core import OptimizedLayer, clone_model
 from kmot.core.selection import walk_operations
 from kmot.quantization.affine import channel_affine
+from kmot.quantization.attention import is_quantizable_attention, quantized_attention
 from kmot.quantization.plan import SIGMOID_GATED, dense_on_feature_maps, is_layer_norm, name_of
 from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
 from kmot.quantization.rules import QuantizeRule, activation_of, fixed_range_of, input_rank, rule_for
@@ -116,6 +117,8 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
                 return affine_as_depthwise(inner.name, input_shape_of(inner), *affine)
         if not rule.weights:
             return None
+        if quantize_activations and is_quantizable_attention(inner):
+            return quantized_attention(layer)
         if inner.name in split:
             inner.activation = keras.activations.get("linear")
         if isinstance(inner, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):

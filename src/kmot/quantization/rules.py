@@ -148,6 +148,18 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
     if isinstance(layer, _PER_TENSOR + _PER_CHANNEL):
         # SeparableConv is split into depthwise + quantizer + 1x1 conv (quantize.py).
         return QuantizeRule(weights=_weights_rule(layer))
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        from kmot.quantization.attention import (
+            attention_kernels,
+            is_quantizable_attention,
+        )
+
+        # per tensor, rewritten with its inner quantizers (attention.py)
+        return (QuantizeRule(weights=dict.fromkeys(attention_kernels(layer)))
+                if is_quantizable_attention(layer) else None)
+    if isinstance(layer, keras.layers.Embedding):
+        # GATHER writes at the table's scale: per-tensor weights, no new scale
+        return QuantizeRule(weights={"embeddings": None}, output="keep")
     from kmot.quantization.fold import FoldedBatchNorm
 
     if isinstance(layer, (_KEEP, FoldedBatchNorm)):
