@@ -44,10 +44,15 @@ def check_cmd(
         table.add_column(column)
     for layer in report.layers:
         ops = Text()
-        for i, op in enumerate(layer.ops):
-            ops.append((", " if i else "") + op.op, style=_STYLE[op.status])
-            if op.status != "runs" and op.reason:
-                ops.append(f" ({op.reason})")
+        counts: dict[tuple[str, str, str], int] = {}  # one entry per op and verdict, in order
+        for op in layer.ops:
+            key = (op.op, op.status, op.reason if op.status != "runs" else "")
+            counts[key] = counts.get(key, 0) + 1
+        for i, ((name, status, reason), n) in enumerate(counts.items()):
+            ops.append((", " if i else "") + name + (f" x{n}" if n > 1 else ""),
+                       style=_STYLE[status])
+            if reason:
+                ops.append(f" ({status}: {reason})")
         if not layer.ops:
             ops.append(f"fused into {layer.fused_into}" if layer.fused_into else "no op")
         table.add_row(Text(layer.layer), Text(layer.class_name), ops,

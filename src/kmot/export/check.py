@@ -295,8 +295,9 @@ def _layer_check(name, class_name, ops, table, fused_into="") -> LayerCheck:
     fix = ""
     if any(o.status != RUNS for o in ops):
         failing = [o for o in ops if o.status != RUNS]
-        if any("batch_size=1" in o.reason for o in failing):
-            fix = "Give the model a fixed batch size: keras.Input(shape, batch_size=1)."
+        own = [table["ops"][o.op]["fix"] for o in failing if "fix" in table["ops"].get(o.op, {})]
+        if own:
+            fix = own[0]
         elif any(o.op.startswith("Flex") for o in failing):
             fix = ("Replace the layer with one built from builtin ops; for LSTM/GRU, give the "
                    "input a fixed number of time steps.")
