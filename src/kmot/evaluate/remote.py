@@ -259,9 +259,9 @@ def measure_remote(remote: Remote | str, runners: list[Any],
     return _figures(remote, reply, runners, runs=runs, memory=memory)
 
 
-def _last_line(data: bytes) -> str:
+def _last_line(data: bytes, limit: int | None = 500) -> str:
     lines = data.decode("utf-8", "replace").strip().splitlines()
-    return lines[-1].strip()[:4000] if lines else ""
+    return lines[-1].strip()[:limit] if lines else ""
 
 
 def _reply(remote: Remote, done: subprocess.CompletedProcess) -> _Result:
@@ -275,7 +275,7 @@ def _reply(remote: Remote, done: subprocess.CompletedProcess) -> _Result:
             f"{where} has no Python at {remote.python!r}. Expected a Python 3 with numpy and "
             f"ai-edge-litert there. Received: {_last_line(done.stderr)!r}. Install Python 3 "
             "and `pip install ai-edge-litert` on it, or name its Python with --remote-python.")
-    last = _last_line(done.stdout) if len(done.stdout) <= _MAX_OUTPUT else ""
+    last = _last_line(done.stdout, None) if len(done.stdout) <= _MAX_OUTPUT else ""
     if done.returncode == 3:
         try:
             failure = _Failure.model_validate_json(last)
