@@ -149,6 +149,17 @@ class _Search:
                 return True  # the least invasive one that meets every budget
         return False
 
+    def _explore(self, study: Any) -> None:
+        """Queues a configuration no trial has drawn, so the next trial explores."""
+        import random
+
+        drawn = [t.params for t in study.get_trials(deepcopy=False)]
+        drawn += [t.system_attrs.get("fixed_params") for t in study.get_trials(
+            deepcopy=False, states=(optuna_side.waiting_state(),))]
+        fresh = [c for c in self.space.grid() if c not in drawn]
+        if fresh:
+            study.enqueue_trial(random.Random(len(drawn)).choice(fresh))
+
     def trials(self, study: Any, n: int, worker: str) -> None:
         import optuna
 
@@ -164,6 +175,7 @@ class _Search:
             duplicate = optuna_side.find_duplicate(study, trial, trial.params)
             if duplicate is not None:  # that configuration ran (or runs) already
                 trial.set_user_attr("duplicate_of", duplicate.number)
+                self._explore(study)
                 record.update(state=duplicate.state.name, value=duplicate.value,
                               duplicate_of=duplicate.number, seconds=0.0)
                 self.result.save()

@@ -107,14 +107,19 @@ def _storage(url: str) -> Any:
     import optuna
 
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
-        raise SearchError(
-            f"Could not open the Optuna storage. Expected an RDB URL such as "
-            f"sqlite:///study.db or postgresql://user:pass@host/db. Received: {url!r:.120} "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})"
-        ) from None
+    for attempt in range(10):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
+            if "already exists" in str(err) and attempt < 9:  # another worker made the tables
+                time.sleep(0.3 * (attempt + 1))
+                continue
+            first = str(err).splitlines()[0][:160] if str(err) else ""
+            raise SearchError(
+                f"Could not open the Optuna storage. Expected an RDB URL such as "
+                f"sqlite:///study.db or postgresql://user:pass@host/db. Received: {url!r:.120} "
+                f"({type(err).__name__}: {first})") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def check_storage(url: str) -> None:
@@ -173,6 +178,12 @@ def interrupted_to_retry(study: Any, worker: str) -> list[Any]:
     retried = {t.user_attrs.get("retry_of") for t in trials}
     return [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("worker") == worker
             and t.user_attrs.get("interrupted") and t.number not in retried]
+
+
+def waiting_state() -> Any:
+    import optuna
+
+    return optuna.trial.TrialState.WAITING
 
 
 def default_storage(out: Path) -> str:

@@ -1,0 +1,97 @@
+"""Workers sharing one Optuna study, and an interrupted search resumed from its storage."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import yaml
+
+#: A search stage only, 1 epoch per trial: what the trial tests need and no more.
+SPACE = {"stages": ["search"], "epochs": 1, "runs": 5,
+         "techniques": {"prune": {"final_sparsity": [0.3, 0.5, 0.6, 0.7, 0.8]}},
+         "export": ["float32", "int8"]}
+
+
+def _start(files, folder, out, *extra):
+    (folder / "budgets.yaml").write_text("max_accuracy_drop: 0.5\n")
+    (folder / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    cmd = [sys.executable, "-m", "kmot.cli", "search", str(files / "base.keras"),
+           "--budgets", str(folder / "budgets.yaml"), "--data", str(files / "train.npz"),
+           "--val", str(files / "val.npz"), "--out", str(out), "--space",
+           str(folder / "space.yaml"), *extra]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+
+
+def _trials(url, name="kmot-search"):
+    try:
+        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - no database or study yet
+        return []
+
+
+def test_two_workers_share_one_study_and_run_no_trial_twice(files, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    workers = [_start(files, tmp_path, tmp_path / f"w{i}", "--storage", url, "--study", "s",
+                      "--trials", "3") for i in range(2)]
+    for w in workers:
+        output = w.communicate(timeout=600)[0]
+        assert w.returncode == 0, output
+    trials = _trials(url, "s")
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+    assert sorted(t.number for t in trials) == list(range(6))
+    by_worker = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs["worker"], []).append(t.number)
+    assert sorted(len(v) for v in by_worker.values()) == [3, 3]
+    # A configuration is trained once: a trial that drew one already run reuses its result.
+    trained = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len({tuple(sorted(t.params.items())) for t in trained}) == len(trained)
+    for t in trials:
+        if "duplicate_of" in t.user_attrs:
+            first = trials[[x.number for x in trials].index(t.user_attrs["duplicate_of"])]
+            assert first.params == t.params and first.value == t.value
+    built = [e["trial"] for i in range(2) for e in
+             json.loads((tmp_path / f"w{i}" / "search.json").read_text())["candidates"]]
+    assert sorted(built) == sorted(t.number for t in trained)  # each built by one worker
+
+
+def test_an_interrupted_search_resumes_from_its_storage(files, tmp_path):
+    from kmot.search import search
+
+    out = tmp_path / "out"
+    url = f"sqlite:///{out / 'study.db'}"
+    worker = _start(files, tmp_path, out, "--trials", "3")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and worker.poll() is None:
+        states = [t.state.name for t in _trials(url)]
+        if "COMPLETE" in states and "RUNNING" in states:
+            break
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    output = worker.communicate(timeout=300)[0]
+    assert worker.returncode == 130, output
+    first = json.loads((out / "search.json").read_text())
+    assert first["interrupted"] is True
+    done = [t["number"] for t in first["trials"] if t["state"] == "COMPLETE"]
+    assert 1 <= len(done) < 3
+
+    result = search(files / "base.keras", tmp_path / "budgets.yaml", data=files / "train.npz",
+                    val=files / "val.npz", out=out, trials=3, space=tmp_path / "space.yaml",
+                    progress=False)
+    trials = _trials(url)
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 3 and not result.interrupted
+    assert {t["number"] for t in result.trials} == {t.number for t in finished}
+    # The trials finished before the interrupt are kept, not trained again.
+    kept = [e for e in result.candidates if e["trial"] in done]
+    assert len(kept) == len(done) and all(e.get("reused") for e in kept)
+    for t in trials:  # a trial the interrupt stopped ran again as a new trial
+        if t.state.name == "FAIL":
+            assert t.user_attrs.get("interrupted")
+            assert any(r.user_attrs.get("retry_of") == t.number for r in finished)
