@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -121,6 +122,14 @@ def test_key_the_server_refuses(files, sshd, tmp_path):
         _bench(files, _remote(sshd, identity=str(tmp_path / "stranger")))
 
 
+def test_a_key_others_can_read(files, sshd, tmp_path):
+    shared = tmp_path / "shared_key"
+    shared.write_bytes(Path(sshd.identity).read_bytes())
+    shared.chmod(0o644)
+    with pytest.raises(RemoteError, match="others can read it.*chmod 600"):
+        _bench(files, _remote(sshd, identity=str(shared)))
+
+
 def test_remote_without_python(files, sshd):
     with pytest.raises(RemoteError, match="has no Python at '/nonexistent/python3'.*"
                                           "--remote-python"):
@@ -180,6 +189,8 @@ def test_bad_options_fail_before_connecting(files, tmp_path):
     assert parse_target("ssh://[::1]") == (None, "::1", 22)
     with pytest.raises(RemoteError, match="No such file for identity"):
         Remote("ssh://u@h", identity=str(tmp_path / "missing"))
+    with pytest.raises(RemoteError, match=f"Received: {os.path.expanduser('~')}/"):
+        Remote("ssh://u@h", known_hosts="~/no-such-kmot-known-hosts")
     with pytest.raises(KmotError, match=r"measures LiteRT \(.tflite\) candidates.*model "
                                         r"\(keras\)"):
         compare([files / "model.keras"], files / "val.npz", runs=2, memory=False,

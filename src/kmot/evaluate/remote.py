@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -72,8 +73,13 @@ class Remote:
 
     def __post_init__(self) -> None:
         parse_target(self.target)
-        for option, value in (("identity", self.identity), ("known_hosts", self.known_hosts)):
-            if value is not None and not Path(value).is_file():
+        for option in ("identity", "known_hosts"):
+            value = getattr(self, option)
+            if value is None:
+                continue
+            value = os.path.expanduser(os.fspath(value))
+            object.__setattr__(self, option, value)  # frozen: normalized once, here
+            if not Path(value).is_file():
                 flag = "--remote-" + option.replace("_", "-")
                 raise RemoteError(f"No such file for {option} ({flag}). Expected a readable "
                                   f"file. Received: {value}")
@@ -340,6 +346,10 @@ def _ssh_failure(remote: Remote, stderr: str) -> str:
                 f"unknown key. Expected it in the known-hosts file "
                 f"({remote.known_hosts or '~/.ssh/known_hosts'}). {received}. Add it after "
                 f"checking its fingerprint (`{scan}`), or pass {keys}.")
+    if "UNPROTECTED PRIVATE KEY FILE" in stderr:
+        return (f"ssh ignored the key {remote.identity}: others can read it. Expected a "
+                f"private key only its owner reads. {received}. Run `chmod 600 "
+                f"{remote.identity}`.")
     if "Permission denied" in stderr or "Too many authentication failures" in stderr:
         return (f"{host} refused the login{f' as {user}' if user else ''}. Expected a key it "
                 f"accepts. {received}. Pass the private key with --remote-identity KEY, and "
