@@ -49,8 +49,10 @@ def _take_bincount(values, index):
 
 def take_shared(values, index):
     """``take(values, index)`` for a few shared values gathered by many weights."""
-    # Backends without ops.custom_gradient (torch) use the gather's own gradient.
-    if keras.backend.backend() in ("tensorflow", "jax"):
+    # Only TensorFlow's gather gradient is slow. JAX's bincount needs a length
+    # known when traced (keras.ops.bincount gives none), and torch has no
+    # ops.custom_gradient: both use the gather's own gradient (a scatter-add).
+    if keras.backend.backend() == "tensorflow":
         return _take_bincount(values, index)
     return ops.take(values, index)
 

@@ -255,6 +255,10 @@ def to_litert(
     Returns:
         The flatbuffer bytes.
 
+    On the jax and torch backends the model is converted in a child process on
+    the TensorFlow backend (see `kmot.export.backend_bridge`): same options,
+    same file, same errors.
+
     Raises:
         CalibrationDataError: representative data missing, or not fitting the model.
         ConversionError: the converter or the interpreter rejected the model.
@@ -265,6 +269,19 @@ def to_litert(
         ...                     representative_data=x_train[:200])  # doctest: +SKIP
     """
     keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
+    from kmot.export.backend_bridge import (
+        needs_tensorflow_process,
+        to_litert_in_tensorflow,
+    )
+
+    if needs_tensorflow_process():  # jax / torch: converted in a TensorFlow process
+        return to_litert_in_tensorflow(
+            model, path, representative_data=representative_data,
+            num_calibration_samples=num_calibration_samples, input_shapes=input_shapes,
+            quantize=quantize, inference_input_type=inference_input_type,
+            inference_output_type=inference_output_type, keep_float=keep_float,
+            allow_float_fallback=allow_float_fallback,
+            allow_select_tf_ops=allow_select_tf_ops, verify=verify)
     model = _as_graph(load_model(model), input_shapes)
     model, quantize, qat = _prepare_quantization_aware(model, quantize)
     _check_options(quantize, inference_input_type, inference_output_type, keep_float)
