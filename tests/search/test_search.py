@@ -107,17 +107,18 @@ def test_a_trial_that_cannot_meet_the_accuracy_budget_stops_early(files, tmp_pat
 
     from kmot.search import search
 
-    space = {"stages": ["search"], "epochs": 3, "prune_slack": 0.0, "runs": 5,
-             "techniques": {"prune": {"final_sparsity": [0.8]}}, "export": ["float32"]}
+    space = {"stages": ["search"], "epochs": 2, "prune_slack": 0.0, "runs": 5,
+             "techniques": {"pqat": {"final_sparsity": [0.8]}}}
     result = search(files / "base.keras", {"min_accuracy": 0.999}, data=files / "train.npz",
                     val=files / "val.npz", out=tmp_path, trials=1, space=space, progress=False)
     assert result.chosen is None and result.candidates == []  # never exported or measured
     (trial,) = result.trials
-    assert trial["state"] == "PRUNED" and trial["stopped_at_epoch"] == 1
+    # Judged at the end of its pruning step (2 epochs of 4): QAT never ran.
+    assert trial["state"] == "PRUNED" and trial["stopped_at_epoch"] == 2
     stored = optuna.load_study(study_name="kmot-search",
                                storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     assert [t.state.name for t in stored] == ["PRUNED"]
-    assert list(stored[0].intermediate_values) == [0]  # one epoch of three ran
+    assert stored[0].user_attrs["epochs"] == 4 and list(stored[0].intermediate_values) == [0, 1]
 
 
 @pytest.mark.parametrize("change, match", [

@@ -11,6 +11,7 @@ result instead of training it again.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from kmot.search.space import SearchError
 __all__ = ["BudgetPruner", "EpochReporter", "find_duplicate", "open_study", "required_accuracy"]
 
 FINISHED = ("COMPLETE", "PRUNED")
+#: The fraction of a step's epochs after which its validation accuracy may stop a trial.
+JUDGE_FROM = 0.7
 
 
 def required_accuracy(budgets: Any, baseline_accuracy: float | None) -> float | None:
@@ -44,9 +47,10 @@ def _pruner_class() -> type:
 
         After epoch ``e`` of ``E`` (the trial's ``epochs`` user attribute), the trial
         stops when its accuracy is below ``required - slack * (E - e - 1) / E``: the
-        remaining epochs may still recover up to ``slack`` (fine-tuning starts from a
-        trained baseline, and a pruning schedule dips before it recovers); after the
-        last epoch, below ``required`` stops it before export and measurement.
+        remaining epochs may still recover up to ``slack``; after the last epoch, below
+        ``required`` stops it before export and measurement. Each recipe step is judged
+        only from 70% of its epochs on (`JUDGE_FROM`), once a pruning schedule has
+        reached its final sparsity: before that its accuracy dips and recovers.
         """
 
         def __init__(self, required: float | None, slack: float) -> None:
@@ -92,7 +96,11 @@ class EpochReporter:
                     display.epoch(step + 1, total, accuracy)
                 if trial is not None:
                     trial.report(accuracy, step)
-                    if trial.should_prune():
+                    # A sparsity schedule dips, then recovers, until it ends (70% of a
+                    # step by default): a step is judged from then on.
+                    step_epochs = int(self.params.get("epochs") or epoch + 1)
+                    judged = epoch + 1 >= math.ceil(JUDGE_FROM * step_epochs)
+                    if judged and trial.should_prune():
                         import optuna
 
                         trial.set_user_attr("stopped_at_epoch", step + 1)
