@@ -23,6 +23,8 @@ PUBLIC = {
                       "LayerFactorization", "factorize", "summary"],
     "distillation": ["DistillationError", "distill"],
     "recipes": ["PipelineResult", "Recipe", "RecipeError", "load_recipe", "optimize"],
+    "search": ["STAGES", "TECHNIQUES", "SearchError", "SearchResult", "SearchSpace", "load_space",
+               "search"],
     "registry": ["GcResult", "ModelVersion", "Promotion", "RegisteredModel", "Registry",
                  "VerifyProblem", "VerifyResult", "default_root"],
     "clustering": ["CENTROID_INITS", "ClusterSummary", "ClusterTransform", "ClusteringSummaries",

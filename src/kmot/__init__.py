@@ -28,6 +28,7 @@ _SUBPACKAGES = (
     "quantization",
     "recipes",
     "registry",
+    "search",
     "sparsity",
 )
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
         quantization,
         recipes,
         registry,
+        search,
         sparsity,
     )
 
