@@ -90,6 +90,7 @@ class SearchResult:
     chosen: str | None = None
     interrupted: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -105,6 +106,7 @@ class SearchResult:
                 "chosen_tflite": "chosen.tflite" if self.chosen else None,
                 "chosen_recipe": "chosen.yaml" if self.chosen else None,
                 "front": front(self.candidates), "closest": closest(self.candidates),
+                "failed": self.failed,
                 "interrupted": self.interrupted}
 
     def save(self) -> Path:

@@ -145,9 +145,19 @@ class _Search:
             if self.stop():
                 raise KeyboardInterrupt
             self.display.candidate(f"{stage}: {candidate.name}")
-            if self.run(candidate)["meets_budgets"]:
-                return True  # the least invasive one that meets every budget
+            try:
+                if self.run(candidate)["meets_budgets"]:
+                    return True  # the least invasive one that meets every budget
+            except Exception as err:  # noqa: BLE001 - one candidate failing is not the search's end
+                self.failed(candidate.name, err)
         return False
+
+    def failed(self, name: str, err: BaseException) -> None:
+        """A candidate that could not be built or measured: recorded, and the search goes on."""
+        detail = f"{type(err).__name__}: {err}"
+        self.result.failed.append({"name": name, "error": detail[:2000]})
+        self.result.save()
+        self.display.note(f"{name} failed: {detail[:300]}")
 
     def _explore(self, study: Any) -> None:
         """Queues a configuration no trial has drawn, so the next trial explores."""
@@ -199,10 +209,10 @@ class _Search:
                 trial.set_user_attr("interrupted", True)
                 record.update(state="FAIL", detail="interrupted")
                 raise
-            except KmotError as err:
-                record.update(state="FAIL", detail=str(err),
+            except Exception as err:  # recorded; Optuna marks the trial failed and goes on
+                record.update(state="FAIL", detail=f"{type(err).__name__}: {err}"[:2000],
                               seconds=round(time.perf_counter() - start, 3))
-                self.result.save()
+                self.failed(candidate.name, err)
                 raise
             value = builder.score(measured["checks"], measured["metrics"]["accuracy"])
             trial.set_user_attr("metrics", {k: measured["metrics"][k] for k in
@@ -217,7 +227,7 @@ class _Search:
                 self.result.interrupted = True
                 study.stop()
 
-        study.optimize(objective, n_trials=n, catch=(KmotError,), gc_after_trial=True,
+        study.optimize(objective, n_trials=n, catch=(Exception,), gc_after_trial=True,
                        callbacks=[after])
 
 
