@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,20 @@ def test_remote_command_killed_midway(files, sshd, tmp_path):
 
 
 _HEAD = '{"protocol": 1, "environment": {}, "idle_bytes": null, "candidates": '
+
+
+def test_a_measurement_over_its_time_limit_is_stopped_on_both_sides(files, sshd, tmp_path):
+    (tmp_path / "tmp").mkdir()
+    python = _script(tmp_path / "python", f"#!/bin/sh\nexport TMPDIR={tmp_path / 'tmp'}\n"
+                                          f"exec {sys.executable} \"$@\"\n")
+    with pytest.raises(RemoteError, match="took over 3 s.*Lower --runs"):
+        compare([files / "float.tflite"], files / "val.npz", runs=5, warmup=50_000_000,
+                memory=False, remote=_remote(sshd, python=python, timeout=3))
+    for _ in range(100):  # the remote's own limit stops its runner and removes its folder
+        if not any((tmp_path / "tmp").iterdir()):
+            break
+        time.sleep(0.1)
+    assert not any((tmp_path / "tmp").iterdir())
 
 
 @pytest.mark.parametrize("reply, expected", [

@@ -127,7 +127,8 @@ def _ssh_command(remote: Remote, command: str) -> list[str]:
 
 
 # Run by the remote's Python: unpack the tar from stdin (plain files only, no paths),
-# run the runner, remove the folder whatever happens.
+# run the runner, remove the folder whatever happens. argv[1] is the time limit: a
+# runner still going when this side gives up is killed there too, not left running.
 _BOOTSTRAP = r"""
 import os, shutil, subprocess, sys, tarfile, tempfile
 d = tempfile.mkdtemp(prefix="kmot-remote-")
@@ -139,7 +140,10 @@ try:
                 sys.exit("kmot-remote: unexpected entry in the job: %r" % m.name)
             with open(os.path.join(d, m.name), "wb") as f:
                 f.write(t.extractfile(m).read())
-    rc = subprocess.call([sys.executable, "-I", os.path.join(d, "remote_runner.py"), d])
+    rc = subprocess.call([sys.executable, "-I", os.path.join(d, "remote_runner.py"), d],
+                         timeout=float(sys.argv[1]))
+except subprocess.TimeoutExpired:
+    sys.exit("kmot-remote: the runner took over %s s and was stopped" % sys.argv[1])
 finally:
     shutil.rmtree(d, ignore_errors=True)
 sys.exit(rc)
@@ -252,7 +256,8 @@ def measure_remote(remote: Remote | str, runners: list[Any],
            "batch_size": batch_size, "memory": memory,
            "memory_runs": peak_rss_mb.__kwdefaults__["runs"]}
     payload = _job_tar(runners, batches, job)
-    command = _ssh_command(remote, shlex.join([remote.python, "-I", "-c", _BOOTSTRAP]))
+    command = _ssh_command(remote, shlex.join([remote.python, "-I", "-c", _BOOTSTRAP,
+                                               str(remote.timeout)]))
     try:
         done = subprocess.run(command, input=payload, capture_output=True, check=False,
                               timeout=remote.timeout)
