@@ -206,6 +206,8 @@ def test_bad_options_fail_before_connecting(files, tmp_path):
         Remote("ssh://u@h", identity=str(tmp_path / "missing"))
     with pytest.raises(RemoteError, match=f"Received: {os.path.expanduser('~')}/"):
         Remote("ssh://u@h", known_hosts="~/no-such-kmot-known-hosts")
+    with pytest.raises(KmotError, match="Expected remote to be an ssh://.*Received: int"):
+        compare([files / "float.tflite"], files / "val.npz", runs=2, memory=False, remote=22)
     with pytest.raises(KmotError, match=r"measures LiteRT \(.tflite\) candidates.*model "
                                         r"\(keras\)"):
         compare([files / "model.keras"], files / "val.npz", runs=2, memory=False,

@@ -245,6 +245,9 @@ def measure_remote(remote: Remote | str, runners: list[Any],
             or invalid (a command that died midway).
     """
     remote = Remote(remote) if isinstance(remote, str) else remote
+    if not isinstance(remote, Remote):
+        raise RemoteError("Expected remote to be an ssh://[user@]host[:port] string or a "
+                          f"kmot.evaluate.remote.Remote. Received: {type(remote).__name__}")
     others = [f"{r.name} ({r.kind})" for r in runners if r.kind != "tflite"]
     if others:
         raise RemoteError(f"--remote measures LiteRT (.tflite) candidates, run by ai-edge-litert "
