@@ -14,9 +14,7 @@ layers then get the converter's message.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -188,14 +186,11 @@ def _litert_ops(model, table, target):
         notes.append("converted only with TensorFlow (Flex) ops allowed")
     info = inspect(content)
     floats = {(op.subgraph, op.index) for op in info.float_ops_between_io()} if mode else set()
-    gpu = _gpu_findings(content) if target == "litert-gpu" else {}
     out = []
     for op in info.ops:
         override = None
         if (op.subgraph, op.index) in floats:
             override = (FALLS_BACK, "the converter left it in float: no integer kernel for it here")
-        elif op.subgraph == 0 and op.index in gpu:
-            override = (FALLS_BACK, f"GPU compatibility: {gpu[op.index]}")
         elif op.name in table["ops"]:
             missing = [i for i in table["ops"][op.name].get("constant_inputs", [])
                        if i < len(op.inputs) and not op.inputs[i].is_constant]
@@ -207,25 +202,6 @@ def _litert_ops(model, table, target):
         names = [t.name for t in op.outputs] + [t.name for t in op.inputs if t.is_constant]
         out.append((op.name, names, override))
     return out, None, notes, content
-
-
-def _gpu_findings(content: bytes) -> dict[int, str]:
-    """Main-graph op index -> the installed GPU compatibility checker's complaint."""
-    import tensorflow as tf
-
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        tf.lite.experimental.Analyzer.analyze(model_content=content, gpu_compatibility=True)
-    found, op = {}, None
-    for line in text.getvalue().splitlines():
-        m = re.match(r"\s*Op#(\d+) ", line)
-        if m:
-            op = int(m.group(1))
-        elif "GPU COMPATIBILITY WARNING" in line and op is not None:
-            found[op] = line.split("GPU COMPATIBILITY WARNING:", 1)[-1].strip()
-        elif line.startswith("Subgraph#") and not line.startswith("Subgraph#0"):
-            op = None  # findings of other subgraphs are not numbered like subgraph 0
-    return found
 
 
 # -- ONNX --------------------------------------------------------------------------------
@@ -301,9 +277,6 @@ def _layer_check(name, class_name, ops, table, fused_into="") -> LayerCheck:
         elif any(o.op.startswith("Flex") for o in failing):
             fix = ("Replace the layer with one built from builtin ops; for LSTM/GRU, give the "
                    "input a fixed number of time steps.")
-        elif any(o.reason.startswith("GPU compatibility") for o in failing) and \
-                all(o.op in table["ops"] for o in failing):
-            fix = "Change the layer's options so the op meets the delegate's condition."
         else:
             fix = table["fix"].replace("{layer}", name)
     return LayerCheck(name, class_name, ops, fix, fused_into)
