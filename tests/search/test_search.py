@@ -81,20 +81,23 @@ def test_the_chosen_recipe_reproduces_the_candidate_with_optimize(loose, files, 
     assert again.report.candidate(recipe.name).metrics["accuracy"] == entry["metrics"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_impossible_budgets_exit_1_with_every_candidate_in_order(files, tmp_path):
     budgets = _yaml(tmp_path / "budgets.yaml", {"max_gzip_bytes": 1000})
-    space = {"epochs": 1, "runs": 5, "keep_float": [1], "export": ["int8"],
+    space = {"epochs": 1, "runs": 5, "ptq": ["float16", "int8"], "keep_float": [1],
+             "int16x8": False, "export": ["int8"],
              "techniques": {"prune": {"final_sparsity": [0.5]}}}
     result = _search(files, tmp_path / "out", budgets, space, "--trials", "1")
     assert result.exit_code == 1, result.output
     found = json.loads((tmp_path / "out" / "search.json").read_text())
     names = [e["name"] for e in found["candidates"]]
-    assert names == ["ptq_float16", "ptq_dynamic", "ptq_int8", "int8_keep1", "ptq_int16x8",
-                     "qat_int8", "trial_0000_prune"]
-    assert [e["trained"] for e in found["candidates"]] == [False] * 5 + [True] * 2
+    assert names == ["ptq_float16", "ptq_int8", "int8_keep1", "qat_int8", "trial_0000_prune"]
+    assert [e["stage"] for e in found["candidates"]] == ["ptq", "ptq", "selective", "qat",
+                                                        "search"]
+    assert [e["trained"] for e in found["candidates"]] == [False] * 3 + [True] * 2
     assert all(e["ruled_out_by"] == ["max_gzip_bytes"] for e in found["candidates"])
     assert found["chosen"] is None and len(found["closest"]) == 3
-    keep = found["candidates"][3]
+    keep = found["candidates"][2]
     assert keep["params"]["keep_float"] and keep["techniques"] == ["ptq int8", "keep float"]
     assert not (tmp_path / "out" / "chosen.tflite").exists()
     page = (tmp_path / "out" / "report" / "report.html").read_text()

@@ -8,6 +8,7 @@ import sys
 import time
 
 import optuna
+import pytest
 import yaml
 
 #: A search stage only, 1 epoch per trial: what the trial tests need and no more.
@@ -35,6 +36,7 @@ def _trials(url, name="kmot-search"):
         return []
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_run_no_trial_twice(files, tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     workers = [_start(files, tmp_path, tmp_path / f"w{i}", "--storage", url, "--study", "s",
@@ -61,6 +63,7 @@ def test_two_workers_share_one_study_and_run_no_trial_twice(files, tmp_path):
     assert sorted(built) == sorted(t.number for t in trained)  # each built by one worker
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_from_its_storage(files, tmp_path):
     from kmot.search import search
 
