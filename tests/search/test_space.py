@@ -45,6 +45,10 @@ def test_grid_and_suggest_share_keys():
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     assert space.suggest(trial) in grid
+    assert space.scan() == [{"technique": "prune", "prune.final_sparsity": 0.8,
+                             "prune.export": "int8"},
+                            {"technique": "cqat", "cqat.number_of_clusters": 8}]
+    assert all(config in grid for config in space.scan())
 
 
 @pytest.mark.parametrize("bad, match", [

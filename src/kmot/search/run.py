@@ -381,6 +381,9 @@ def _search_stage(run: _Search, ctx: builder.Context, space: SearchSpace, url: s
         url, study, pruner=pruner, seed=optuna_side.worker_seed(worker, space.seed, len(mine)))
     for t in optuna_side.interrupted_to_retry(shared, worker):
         shared.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    if not shared.get_trials(deepcopy=False):  # a new study: scan each technique first
+        for config in space.scan()[:trials]:
+            shared.enqueue_trial(config)
     remaining = trials - len(mine)
     run.result.info["study"]["trials_before"] = len(mine)
     if remaining > 0:

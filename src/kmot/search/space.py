@@ -128,6 +128,18 @@ class SearchSpace(BaseModel):
             for values in itertools.product(*options.values()):
                 yield {"technique": technique, **dict(zip(options, values))}
 
+    def scan(self) -> list[dict[str, Any]]:
+        """One configuration per technique at the middle of each knob's values (and its
+        most compressing export): the first trials of a new study, before Optuna's
+        sampler has anything to learn from."""
+        out = []
+        for technique in self.techniques:
+            config = {"technique": technique}
+            for key, values in self._options(technique).items():
+                config[key] = values[-1] if key.endswith(".export") else values[len(values) // 2]
+            out.append(config)
+        return out
+
     def suggest(self, trial: Any) -> dict[str, Any]:
         """One configuration sampled by an Optuna trial (same keys as `grid`)."""
         technique = trial.suggest_categorical("technique", list(self.techniques))
