@@ -49,6 +49,12 @@ def test_grid_and_suggest_share_keys():
                              "prune.export": "int8"},
                             {"technique": "cqat", "cqat.number_of_clusters": 8}]
     assert all(config in grid for config in space.scan())
+    prune = space.scan()[0]
+    assert space.neighbour(prune, stronger=False)["prune.final_sparsity"] == 0.5
+    assert space.neighbour(prune, stronger=True) is None  # 0.8 is the strongest given
+    cqat = {"technique": "cqat", "cqat.number_of_clusters": 8}
+    assert space.neighbour(cqat, stronger=True) is None  # fewer clusters compress more
+    assert space.neighbour(cqat, stronger=False) is None  # only 8 given
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -35,6 +35,10 @@ from kmot.search.stages import (
 
 __all__ = ["search"]
 
+#: Budgets a stronger compression can only miss by more.
+ACCURACY_BUDGETS = ("max_accuracy_drop", "max_accuracy_drop_ci", "min_accuracy",
+                    "min_argmax_agreement", "max_kl_divergence")
+
 
 def _digest(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
@@ -159,16 +163,32 @@ class _Search:
         self.result.save()
         self.display.note(f"{name} failed: {detail[:300]}")
 
+    @staticmethod
+    def _drawn(study: Any) -> list[dict[str, Any]]:
+        drawn = [t.params for t in study.get_trials(deepcopy=False)]
+        return drawn + [t.system_attrs.get("fixed_params") for t in study.get_trials(
+            deepcopy=False, states=(optuna_side.waiting_state(),))]
+
     def _explore(self, study: Any) -> None:
         """Queues a configuration no trial has drawn, so the next trial explores."""
         import random
 
-        drawn = [t.params for t in study.get_trials(deepcopy=False)]
-        drawn += [t.system_attrs.get("fixed_params") for t in study.get_trials(
-            deepcopy=False, states=(optuna_side.waiting_state(),))]
+        drawn = self._drawn(study)
         fresh = [c for c in self.space.grid() if c not in drawn]
         if fresh:
             study.enqueue_trial(random.Random(len(drawn)).choice(fresh))
+
+    def _follow(self, study: Any, config: dict[str, Any], ruled_out_by: list[str]) -> None:
+        """Queues the next strength of the same technique, the way the budgets point: a
+        trial too large or slow is followed by a stronger one, a trial that met every
+        budget or missed only the accuracy ones by a weaker (more accurate) one."""
+        cost = [b for b in ruled_out_by if b not in ACCURACY_BUDGETS]
+        accuracy = [b for b in ruled_out_by if b in ACCURACY_BUDGETS]
+        if cost and accuracy:
+            return  # stronger loses more accuracy, weaker is larger: neither helps
+        follow = self.space.neighbour(config, stronger=bool(cost))
+        if follow is not None and follow not in self._drawn(study):
+            study.enqueue_trial(follow)
 
     def trials(self, study: Any, n: int, worker: str) -> None:
         import optuna
@@ -204,6 +224,7 @@ class _Search:
                               stopped_at_epoch=trial.user_attrs.get("stopped_at_epoch"),
                               seconds=round(time.perf_counter() - start, 3))
                 self.result.save()
+                self._follow(study, config, ["max_accuracy_drop"])
                 raise
             except KeyboardInterrupt:
                 trial.set_user_attr("interrupted", True)
@@ -220,6 +241,7 @@ class _Search:
             trial.set_user_attr("meets_budgets", measured["meets_budgets"])
             record.update(state="COMPLETE", value=value, seconds=measured["seconds"])
             self.result.save()
+            self._follow(study, config, measured["ruled_out_by"])
             return value
 
         def after(study: Any, trial: Any) -> None:

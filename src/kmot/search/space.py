@@ -51,6 +51,9 @@ TECHNIQUES: dict[str, dict[str, Any]] = {
     "pcqat": {"knobs": {"final_sparsity": [0.5, 0.7, 0.8], "number_of_clusters": [8, 16]},
               "qat": True},
 }
+#: Whether a larger value of the knob compresses more.
+STRONGER_UP = {"final_sparsity": True, "sparsity": True, "compression": True,
+               "number_of_clusters": False}
 # Distillation after a mask or clustering would undo it; structural changes survive it.
 TEACHER_TECHNIQUES = ("prune_channels", "factorize")
 
@@ -139,6 +142,18 @@ class SearchSpace(BaseModel):
                 config[key] = values[-1] if key.endswith(".export") else values[len(values) // 2]
             out.append(config)
         return out
+
+    def neighbour(self, config: dict[str, Any], *, stronger: bool) -> dict[str, Any] | None:
+        """The same configuration one step stronger (or weaker) on its first knob, or None
+        at the end of its values."""
+        technique = config["technique"]
+        knob = next(iter(TECHNIQUES[technique]["knobs"]))
+        key = f"{technique}.{knob}"
+        values = self.knobs(technique)[knob]
+        if config.get(key) not in values:
+            return None
+        i = values.index(config[key]) + (1 if stronger == STRONGER_UP[knob] else -1)
+        return {**config, key: values[i]} if 0 <= i < len(values) else None
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """One configuration sampled by an Optuna trial (same keys as `grid`)."""
