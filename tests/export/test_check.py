@@ -259,3 +259,16 @@ def test_cli_exit_codes_and_json(tmp_path, cli_fresh):
     lstm = next(layer for layer in found["layers"] if layer["layer"] == "lstm")
     assert lstm["status"] == "fails" and "batch_size=1" in lstm["fix"]
     assert unknown == 2 and missing == 2
+
+
+def test_the_deployment_guide_check_example_runs_as_printed(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "deployment.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+                if "check_compatibility" in b]
+    exec(compile(block, "deployment.md", "exec"), {})  # a fresh namespace, as pasted
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:3] == ["litert-int8 True", "litert-gpu True", "tflm True"]
+    assert printed[3] == "False" and "FILL fails" in printed[4]

@@ -4,6 +4,8 @@ TensorFlow and the LiteRT runtime load on first use, not at import.
 """
 
 from kmot.export.calibration import DEFAULT_NUM_SAMPLES, InputSpec, calibration_samples, input_specs
+from kmot.export.check import CheckReport
+from kmot.export.check import check as check_compatibility
 from kmot.export.inspect import ModelInspection, inspect
 from kmot.export.layer_error import LayerError, QuantizationErrorReport, quantization_error
 from kmot.export.litert import QUANTIZE_MODES, load_model, to_litert, write_atomic
@@ -12,9 +14,12 @@ from kmot.export.parity import LayerParity, ParityReport, parity
 from kmot.export.patterns import PatternCheck, check_tflite_pattern
 from kmot.export.runtime import LiteRTModel
 from kmot.export.saved_model import to_saved_model
+from kmot.export.targets import TARGETS
 
 __all__ = [
     "DEFAULT_NUM_SAMPLES",
+    "TARGETS",
+    "CheckReport",
     "InputSpec",
     "LayerParity",
     "LiteRTModel",
@@ -23,6 +28,7 @@ __all__ = [
     "PatternCheck",
     "QUANTIZE_MODES",
     "calibration_samples",
+    "check_compatibility",
     "check_tflite_pattern",
     "input_specs",
     "inspect",
