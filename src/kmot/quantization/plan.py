@@ -59,7 +59,9 @@ def plan(model, layers, config):
     for layer in walk_layers(model):
         inner = layer.layer if isinstance(layer, OptimizedLayer) else layer
         act = activation_of(inner)
-        if rules[inner.name].weights and act not in FUSABLE_ACTIVATIONS:
+        # (a "keep" rule quantizes its activations inside: a QuantizedLSTM's tanh)
+        if rules[inner.name].weights and rules[inner.name].output != "keep" \
+                and act not in FUSABLE_ACTIVATIONS:
             split[inner.name] = act
     # An op followed only by a ReLU LiteRT fuses gets no quantizer of its own; nor
     # does one feeding only a Concatenate: the converter writes it at the

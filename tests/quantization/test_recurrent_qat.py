@@ -1,0 +1,52 @@
+"""QAT of an LSTM: its unrolled int8 file agrees with the QAT Keras model; GRU stays
+float with one warning naming it."""
+
+import warnings
+
+import keras
+import numpy as np
+
+import kmot
+from kmot.data import mnist1d
+from kmot.export import LiteRTModel, inspect, to_litert
+from kmot.quantization.recurrent import QuantizedLSTM
+
+
+def _compile(model, rate):
+    model.compile(keras.optimizers.Adam(rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def test_qat_lstm_is_int8_per_step_and_agrees_with_keras():
+    keras.utils.set_random_seed(0)
+    x, y, xt, _ = mnist1d(num_samples=600)
+    x, xt = x[:, ::4], xt[:, ::4]  # 10 steps: a smaller unrolled file, same kind of ops
+    i = keras.Input((10, 1))
+    model = keras.Model(i, keras.layers.Dense(10)(keras.layers.LSTM(16)(i)))
+    _compile(model, 5e-3).fit(x, y, epochs=2, batch_size=64, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an LSTM needs no float fallback
+        qat = _compile(kmot.quantization.quantize_model(model), 5e-4)
+    assert any(isinstance(layer, QuantizedLSTM) for layer in qat.layers)
+    qat.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    expected = qat.predict(xt, verbose=0)
+    content = to_litert(qat)  # strict int8: raises on a float op
+    info = inspect(content)
+    assert info.float_ops_between_io() == []
+    assert info.op_counts["LOGISTIC"] == 3 * 10  # unrolled: three gates per step
+    got = LiteRTModel(content).predict(xt)
+    agreement = np.mean(got.argmax(-1) == expected.argmax(-1))
+    assert agreement >= 0.95, agreement
+
+
+def test_gru_stays_float_with_one_warning():
+    i = keras.Input((40, 1))
+    model = keras.Model(i, keras.layers.Dense(10)(keras.layers.GRU(8, name="gru")(i)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qat = kmot.quantization.quantize_model(model)
+    messages = [str(w.message) for w in caught if "gru (GRU)" in str(w.message)]
+    assert len(messages) == 1, [str(w.message) for w in caught]
+    assert isinstance(qat.get_layer("gru"), keras.layers.GRU)
