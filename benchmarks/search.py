@@ -180,8 +180,10 @@ def grid(args: argparse.Namespace) -> None:
         int8 = to_litert(load_model(folder / "base.keras"), quantize="int8",
                          representative_data=x[:200])
         ptq_gzip = len(gzip.compress(int8, 9))
+        # MNIST-1D's MLP (0.64) loses 2-5 points where the digits CNN loses 0-1.
+        drops = (0.01, 0.02, 0.01) if dataset == "digits" else (0.03, 0.06, 0.03)
         sets = [{"max_accuracy_drop": drop, "max_gzip_bytes": int(frac * ptq_gzip)}
-                for drop, frac in ((0.01, 0.5), (0.02, 0.4), (0.01, 0.7))]
+                for drop, frac in zip(drops, (0.5, 0.4, 0.7))]
         start = time.perf_counter()
         rows, grid_train = _grid(folder, space, sets)
         grid_wall = time.perf_counter() - start
