@@ -50,3 +50,25 @@ def test_gru_stays_float_with_one_warning():
     messages = [str(w.message) for w in caught if "gru (GRU)" in str(w.message)]
     assert len(messages) == 1, [str(w.message) for w in caught]
     assert isinstance(qat.get_layer("gru"), keras.layers.GRU)
+
+
+def test_bidirectional_lstm_kernels_prune_and_cluster():
+    keras.utils.set_random_seed(0)
+    x, y, _, _ = mnist1d(num_samples=300)
+    x = x[:, ::4]
+    i = keras.Input((10, 1))
+    model = keras.Model(i, keras.layers.Dense(10)(
+        keras.layers.Bidirectional(keras.layers.LSTM(8))(i)))
+    pruned = _compile(kmot.sparsity.prune_low_magnitude(
+        model, pruning_schedule=kmot.sparsity.ConstantSparsity(0.5, 0)), 1e-3)
+    pruned.fit(x, y, epochs=1, verbose=0, callbacks=[kmot.sparsity.UpdatePruningStep()])
+    clustered = _compile(kmot.clustering.cluster_weights(
+        kmot.sparsity.strip_pruning(pruned), number_of_clusters=16, preserve_sparsity=True), 1e-3)
+    clustered.fit(x, y, epochs=1, verbose=0)
+    final = kmot.clustering.strip_clustering(clustered)
+    kernels = {v.path: np.asarray(v.numpy()) for v in final.layers[1].weights
+               if v.path.endswith("kernel")}
+    assert len(kernels) == 4, sorted(kernels)  # forward and backward, input and recurrent
+    for path, value in kernels.items():
+        assert abs(np.mean(value == 0) - 0.5) < 0.05, path
+        assert np.unique(value).size <= 16, path

@@ -32,8 +32,17 @@ def weight_key(layer: keras.layers.Layer, variable: keras.Variable) -> str:
     if layer.name in parts[:-1]:
         parts = parts[parts.index(layer.name) + 1 :]
     else:
-        parts = parts[-1:]
+        # built outside its parent's name scope (a cloned Bidirectional's LSTMs):
+        # the sublayer holding it names it
+        return _sublayer_key(layer, variable) or parts[-1]
     return "/".join(parts)
+
+
+def _sublayer_key(layer, variable) -> str | None:
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        if any(v is variable for v in sub.weights):
+            return f"{sub.name}/{weight_key(sub, variable)}"
+    return None
 
 
 def weight_keys(layer: keras.layers.Layer) -> list[str]:
