@@ -89,3 +89,72 @@ def test_models_trained_on_a_backend_export_as_on_tensorflow(backend):
     # An error raised in the TensorFlow process comes back as the same class.
     assert out["error"][0] == "CalibrationDataError"
     assert "representative data" in out["error"][1]
+
+
+_DISTRIBUTED_JOB = textwrap.dedent("""
+    import json
+    import keras
+    import numpy as np
+    from kmot import clustering, quantization, sparsity
+    from kmot.data import digits
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    x, y, _, _ = digits(seed=0)
+    x, y = x[:512], y[:512]
+
+    def states(wrap):
+        keras.utils.set_random_seed(0)
+        model = wrap(keras.Sequential([
+            keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(), keras.layers.Dense(10, name="logits")]))
+        model.compile(keras.optimizers.Adam(3e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0)
+        # keyed by position and name: layer names take a counter that grows per model
+        return {f"{i}:{v.name}": np.asarray(v.numpy()).tolist()
+                for i, v in enumerate(model.variables)
+                if any(k in v.name for k in ("mask", "centroids", "range_"))}
+
+    wraps = {
+        "prune": lambda m: sparsity.prune_low_magnitude(
+            m, pruning_schedule=sparsity.ConstantSparsity(0.5, 0, frequency=1)),
+        "cluster": lambda m: clustering.cluster_weights(m, number_of_clusters=8),
+        "qat": lambda m: quantization.quantize_model(m),
+    }
+    out = {"single": {k: states(w) for k, w in wraps.items()}}
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        out["devices"] = len(devices)
+        out["distributed"] = {k: states(w) for k, w in wraps.items()}
+    else:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        out["devices"] = strategy.num_replicas_in_sync
+        with strategy.scope():
+            out["distributed"] = {k: states(w) for k, w in wraps.items()}
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_distributed_fine_tune_matches_single_device(backend):
+    """DataParallel (jax) / MirroredStrategy (tensorflow) on 2 virtual CPU devices."""
+    import numpy as np
+
+    out = _run(backend, _DISTRIBUTED_JOB, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    assert out["devices"] == 2
+    for technique, single in out["single"].items():
+        distributed = out["distributed"][technique]
+        assert single and sorted(single) == sorted(distributed), technique
+        for path, value in single.items():
+            if "mask" in path:  # the same weights pruned
+                assert np.mean(np.equal(value, distributed[path])) >= 0.99, path
+            else:  # centroids and activation ranges, up to float noise
+                np.testing.assert_allclose(distributed[path], value, rtol=1e-3, atol=1e-4,
+                                           err_msg=path)

@@ -12,6 +12,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kmot.core.replicas import global_max, global_min
 from kmot.core.transform import WeightTransform
 
 __all__ = ["FakeQuantTransform", "ActivationQuantizer", "DEPTHWISE"]
@@ -130,8 +131,8 @@ class ActivationQuantizer(keras.layers.Layer):
     def call(self, x, training=None):
         lo, hi = self.range_min.value, self.range_max.value
         if training and self.fixed_range is None:
-            batch_lo = ops.minimum(ops.min(x), 0.0)
-            batch_hi = ops.maximum(ops.max(x), 0.0)
+            batch_lo = ops.minimum(global_min(ops.min(x)), 0.0)  # the whole batch's,
+            batch_hi = ops.maximum(global_max(ops.max(x)), 0.0)  # also under tf.distribute
             fresh = ops.equal(self.initialized.value, 0.0)
             d = self.ema_decay
             lo = ops.where(fresh, batch_lo, d * lo + (1 - d) * batch_lo)
