@@ -122,9 +122,9 @@ def test_pruned_weights_stay_zero_through_training(digits_data):
     schedule = sparsity.PolynomialDecay(0.0, 0.7, begin_step=0, end_step=20, frequency=5)
     _, pruned = _digits_pruned(digits_data, schedule)
     pruned.fit(x[:672], y[:672], batch_size=32, epochs=1, verbose=0)  # steps 0..20: the end
-    before = [np.asarray(w.transformed_value(w.layer.kernel)) == 0 for w in find_wrappers(pruned)]
+    before = [keras.ops.convert_to_numpy(w.transformed_value(w.layer.kernel)) == 0 for w in find_wrappers(pruned)]
     pruned.fit(x, y, batch_size=32, epochs=2, verbose=0)
-    after = [np.asarray(w.transformed_value(w.layer.kernel)) == 0 for w in find_wrappers(pruned)]
+    after = [keras.ops.convert_to_numpy(w.transformed_value(w.layer.kernel)) == 0 for w in find_wrappers(pruned)]
     for b, a in zip(before, after):
         assert b.mean() == pytest.approx(0.7, abs=0.01)
         np.testing.assert_array_equal(a, b)
