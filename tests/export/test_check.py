@@ -162,6 +162,20 @@ def test_sin_falls_back_for_int8_and_strict_int8_conversion_fails():
     assert check(model, "litert").ok  # float LiteRT has a SIN kernel
 
 
+def test_ops_the_converter_quantizes_run_in_int8_even_outside_the_table():
+    # Conv1D exports as EXPAND_DIMS -> CONV_2D -> SQUEEZE; EXPAND_DIMS is not in the
+    # spec's list, yet the strict int8 file holds it with int8 tensors and runs.
+    model = keras.Sequential([keras.Input((40, 1)), keras.layers.Conv1D(8, 5, name="conv"),
+                              keras.layers.GlobalAveragePooling1D(),
+                              keras.layers.Dense(10, name="out")])
+    report = check(model, "litert-int8")
+    assert report.ok, report.message()
+    assert "EXPAND_DIMS" in [op for op, _ in verdicts(report)["conv"]]
+    x = np.random.default_rng(0).standard_normal((16, 40, 1)).astype("float32")
+    content = to_litert(model, quantize="int8", representative_data=x)
+    assert np.asarray(LiteRTModel(content).predict([x[:2]])).reshape(2, -1).shape == (2, 10)
+
+
 def test_lstm_fails_on_tflm_until_the_batch_is_fixed():
     report = check(lstm_model(), "tflm")
     assert not report.ok

@@ -191,6 +191,10 @@ def _litert_ops(model, table, target):
         override = None
         if (op.subgraph, op.index) in floats:
             override = (FALLS_BACK, "the converter left it in float: no integer kernel for it here")
+        elif mode and op.name not in table["ops"]:
+            # The file itself is the authority: the installed converter gave this op
+            # integer tensors, and the interpreter has the kernel it asked for.
+            override = (RUNS, f"quantized by the installed converter ({mode})")
         elif op.name in table["ops"]:
             missing = [i for i in table["ops"][op.name].get("constant_inputs", [])
                        if i < len(op.inputs) and not op.inputs[i].is_constant]
