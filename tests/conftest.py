@@ -73,7 +73,8 @@ def trained_conv_bn_dense(digits_data):
 def max_abs_diff(a, b):
     a = a if isinstance(a, (list, tuple)) else [a]
     b = b if isinstance(b, (list, tuple)) else [b]
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
+    as_numpy = keras.ops.convert_to_numpy  # (a torch tensor that requires grad has no __array__)
+    return max(float(np.max(np.abs(as_numpy(x) - as_numpy(y)))) for x, y in zip(a, b))
 
 
 @pytest.fixture(scope="session")

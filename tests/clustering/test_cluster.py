@@ -111,7 +111,7 @@ def test_stripped_weight_has_at_most_k_values(k, seed, init, per_channel):
         return var
 
     transform.build(weight, add_weight)
-    out = np.asarray(transform.strip(keras.ops.convert_to_tensor(weight.numpy())))
+    out = keras.ops.convert_to_numpy(transform.strip(keras.ops.convert_to_tensor(weight.numpy())))
     if per_channel:
         assert max(len(np.unique(out[:, c])) for c in range(out.shape[1])) <= k
     else:
