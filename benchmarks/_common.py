@@ -59,36 +59,42 @@ def conv_net_32():
     ])
 
 
-def epoch_time_ratio(make_plain, make_wrapped, *, samples: int = 2048, rounds: int = 3) -> dict:
-    """Median epoch time of a wrapped model over a plain one, measured alternately.
+def alternating_epochs(models: dict, x, y, *, rounds: int) -> tuple[dict, dict]:
+    """Median wall and CPU seconds of one epoch per model, the models alternating.
 
     Each model first runs one epoch (tracing, warm-up); then epochs alternate
-    plain / wrapped `rounds` times so machine noise hits both alike.
+    between the models `rounds` times so machine noise hits all alike. CPU
+    seconds of the process are the work done, whatever share of the 2 cores the
+    scheduler gave each epoch (wall times here vary with that share, up to 2x).
     """
     import keras
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(samples, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, size=samples)
-    models = {"plain": make_plain(), "wrapped": make_wrapped()}
     for m in models.values():
         m.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         m.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-    times = {k: [] for k in models}
+    wall = {k: [] for k in models}
     cpu = {k: [] for k in models}
     for _ in range(rounds):
         for name, m in models.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             m.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-            times[name].append(time.perf_counter() - start)
+            wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    plain, wrapped = float(np.median(times["plain"])), float(np.median(times["wrapped"]))
-    # CPU seconds of the process: the work done, whatever share of the 2 cores the
-    # scheduler gave each epoch (wall times here vary with that share, up to 2x).
-    cpu_plain, cpu_wrapped = float(np.median(cpu["plain"])), float(np.median(cpu["wrapped"]))
-    return {"plain_epoch_s": round(plain, 3), "wrapped_epoch_s": round(wrapped, 3),
-            "ratio": round(wrapped / plain, 3), "cpu_ratio": round(cpu_wrapped / cpu_plain, 3)}
+    return ({k: float(np.median(v)) for k, v in wall.items()},
+            {k: float(np.median(v)) for k, v in cpu.items()})
+
+
+def epoch_time_ratio(make_plain, make_wrapped, *, samples: int = 2048, rounds: int = 3) -> dict:
+    """Median epoch time of a wrapped model over a plain one, measured alternately."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(samples, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=samples)
+    wall, cpu = alternating_epochs({"plain": make_plain(), "wrapped": make_wrapped()}, x, y,
+                                   rounds=rounds)
+    return {"plain_epoch_s": round(wall["plain"], 3), "wrapped_epoch_s": round(wall["wrapped"], 3),
+            "ratio": round(wall["wrapped"] / wall["plain"], 3),
+            "cpu_ratio": round(cpu["wrapped"] / cpu["plain"], 3)}
 
 
 def print_epoch_time(benchmark: str, make_wrapped, limit: float) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from kmot.export import LiteRTModel, inspect, to_litert
 
 
-def encoder(vocab=20, length=12, dim=16):
+def encoder(vocab=20, length=12, dim=16, classes=5):
     i = keras.Input((length,), dtype="int32")
     x = keras.layers.Embedding(vocab, dim)(i)
     for _ in range(2):
@@ -16,7 +16,7 @@ def encoder(vocab=20, length=12, dim=16):
         f = keras.layers.Dense(dim, activation="gelu")(keras.layers.Dense(32)(x))
         x = keras.layers.LayerNormalization()(x + f)
     x = keras.layers.GlobalAveragePooling1D()(x)
-    return keras.Model(i, keras.layers.Dense(5)(x))
+    return keras.Model(i, keras.layers.Dense(classes)(x))
 
 
 def test_transformer_encoder_exports_float_and_full_int8():

@@ -4,22 +4,11 @@ clustering of EinsumDense kernels, inside MultiHeadAttention too."""
 
 import keras
 import numpy as np
+from export.test_transformer import encoder
 
 import kmot
 from kmot.export import LiteRTModel, inspect, to_litert
 from kmot.quantization.attention import QuantizedMultiHeadAttention
-
-
-def encoder(vocab=6, length=8, dim=16):
-    i = keras.Input((length,), dtype="int32")
-    x = keras.layers.Embedding(vocab, dim)(i)
-    for _ in range(2):
-        a = keras.layers.MultiHeadAttention(2, dim // 2)(x, x)
-        x = keras.layers.LayerNormalization()(x + a)
-        f = keras.layers.Dense(dim, activation="gelu")(keras.layers.Dense(32)(x))
-        x = keras.layers.LayerNormalization()(x + f)
-    x = keras.layers.GlobalAveragePooling1D()(x)
-    return keras.Model(i, keras.layers.Dense(3)(x))
 
 
 def _task(n, seed):
@@ -42,7 +31,7 @@ def test_qat_transformer_is_strict_int8_and_agrees_with_keras(tmp_path):
     keras.utils.set_random_seed(0)
     x, y = _task(1024, 0)
     x_test, y_test = _task(512, 1)
-    model = _compile(encoder())
+    model = _compile(encoder(vocab=6, length=8, classes=3))
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
     float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
     assert float_accuracy > 0.6, float_accuracy  # beyond the majority class (53%)
