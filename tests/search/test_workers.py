@@ -44,9 +44,13 @@ def test_two_workers_share_one_study_and_run_no_trial_twice(files, tmp_path):
     for w in workers:
         output = w.communicate(timeout=600)[0]
         assert w.returncode == 0, output
-    trials = _trials(url, "s")
+    every = _trials(url, "s")
+    # Six finished trials. Both workers may find the study new and queue its first
+    # configurations, so a queued trial can be left; it never ran (nor trained).
+    trials = [t for t in every if t.state.name != "WAITING"]
+    assert all(t.datetime_start is None for t in every if t.state.name == "WAITING")
     assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
-    assert sorted(t.number for t in trials) == list(range(6))
+    assert len({t.number for t in trials}) == 6
     by_worker = {}
     for t in trials:
         by_worker.setdefault(t.user_attrs["worker"], []).append(t.number)

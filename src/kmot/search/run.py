@@ -193,9 +193,13 @@ class _Search:
     def trials(self, study: Any, n: int, worker: str) -> None:
         import optuna
 
-        done = [0]
+        done, calls = [0], [0]
 
         def objective(trial: Any) -> float:
+            calls[0] += 1
+            # Queue a configuration only while this worker has a trial left to take it,
+            # so a search does not end with queued trials nobody runs.
+            queue = calls[0] < n
             config = self.space.suggest(trial)
             trial.set_user_attr("worker", worker)
             candidate = trial_candidate(self.space, config, trial.number)
@@ -205,7 +209,8 @@ class _Search:
             duplicate = optuna_side.find_duplicate(study, trial, trial.params)
             if duplicate is not None:  # that configuration ran (or runs) already
                 trial.set_user_attr("duplicate_of", duplicate.number)
-                self._explore(study)
+                if queue:
+                    self._explore(study)
                 record.update(state=duplicate.state.name, value=duplicate.value,
                               duplicate_of=duplicate.number, seconds=0.0)
                 self.result.save()
@@ -224,7 +229,8 @@ class _Search:
                               stopped_at_epoch=trial.user_attrs.get("stopped_at_epoch"),
                               seconds=round(time.perf_counter() - start, 3))
                 self.result.save()
-                self._follow(study, config, ["max_accuracy_drop"])
+                if queue:
+                    self._follow(study, config, ["max_accuracy_drop"])
                 raise
             except KeyboardInterrupt:
                 trial.set_user_attr("interrupted", True)
@@ -241,7 +247,8 @@ class _Search:
             trial.set_user_attr("meets_budgets", measured["meets_budgets"])
             record.update(state="COMPLETE", value=value, seconds=measured["seconds"])
             self.result.save()
-            self._follow(study, config, measured["ruled_out_by"])
+            if queue:
+                self._follow(study, config, measured["ruled_out_by"])
             return value
 
         def after(study: Any, trial: Any) -> None:
