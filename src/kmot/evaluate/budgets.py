@@ -27,6 +27,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kmot.errors import BudgetError
+from kmot.evaluate.schema import error_location
 
 __all__ = ["Budgets", "load_budgets", "BudgetsLike"]
 
@@ -73,7 +74,7 @@ def _valid_keys() -> str:
 def _explain(err: ValidationError, source: str) -> BudgetError:
     problems = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = error_location(e)
         if e["type"] == "extra_forbidden":
             problems.append(f"unknown budget {key!r} (expected one of: {_valid_keys()}); "
                             f"Received: {key}={e['input']!r}")

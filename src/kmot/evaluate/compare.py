@@ -23,7 +23,13 @@ from kmot.evaluate.metrics import MetricLike, fidelity, resolve_metrics
 from kmot.evaluate.profile import error_profile
 from kmot.evaluate.report import Report
 from kmot.evaluate.runners import candidate_name, make_runner
-from kmot.evaluate.schema import CandidateResult, MetricInfo, Provenance, Settings
+from kmot.evaluate.schema import (
+    CandidateResult,
+    MetricInfo,
+    Provenance,
+    Settings,
+    error_location,
+)
 
 __all__ = ["compare"]
 
@@ -264,7 +270,7 @@ def _provenance(provenance: Mapping[str, Any] | None,
             out[name] = entry if isinstance(entry, Provenance) else Provenance.model_validate(entry)
         except ValidationError as err:
             first = err.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+            where = error_location(first)
             raise EvaluationError(
                 f"Expected provenance[{name!r}] to have the fields of kmot.evaluate.Provenance "
                 f"(steps, export, recipe, recipe_sha256, source, source_sha256). Received: at "

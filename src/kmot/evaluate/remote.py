@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from kmot.errors import EvaluationError
-from kmot.evaluate.schema import MemoryStats, RemoteMachine
+from kmot.evaluate.schema import MemoryStats, RemoteMachine, error_location
 
 __all__ = ["Remote", "RemoteError", "RemoteFigures", "measure_remote", "parse_target"]
 
@@ -317,7 +317,7 @@ def _reply(remote: Remote, done: subprocess.CompletedProcess) -> _Result:
         return _Result.model_validate_json(last)
     except ValidationError as err:
         first = err.errors()[0]
-        at = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        at = error_location(first)
         raise RemoteError(
             f"The measurement on {where} returned no valid result. Expected one JSON object "
             f"from kmot's runner (finite positive timings). Received: at {at}: "

@@ -36,6 +36,11 @@ __all__ = [
 SCHEMA_VERSION = "1.2"
 
 
+def error_location(error: dict[str, Any]) -> str:
+    """Where one of pydantic's errors points, dotted (``latency.p50_ms``), for messages."""
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
 class _Model(BaseModel):
     # Unknown keys are errors: a typo in a hand-edited report must not pass silently.
     model_config = ConfigDict(extra="forbid", frozen=True)
