@@ -28,6 +28,16 @@ def compile_for_digits(model):
     return model
 
 
+def finetune_digits(model, x_train, y_train, seed: int):
+    """The digits protocol's fine-tuning: FINETUNE_EPOCHS at the protocol's settings."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    compile_for_digits(model).fit(x_train, y_train, batch_size=BATCH, epochs=FINETUNE_EPOCHS,
+                                  verbose=0)
+    return model
+
+
 def finetune_steps(n_train: int, epochs: int = FINETUNE_EPOCHS) -> int:
     return epochs * int(np.ceil(n_train / BATCH))
 

@@ -26,10 +26,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import (
     BATCH,
-    FINETUNE_EPOCHS,
     alternating_epochs,
-    compile_for_digits,
     conv_net_32,
+    finetune_digits,
     finetune_steps,
     litert_metrics,
 )
@@ -59,10 +58,7 @@ def accuracy(seed: int) -> None:
     base, (x_train, y_train, x_test, y_test) = train_digits_baseline(seed=seed)
 
     def finetune(model):
-        keras.utils.set_random_seed(seed)
-        compile_for_digits(model).fit(x_train, y_train, batch_size=BATCH,
-                                      epochs=FINETUNE_EPOCHS, verbose=0)
-        return model
+        return finetune_digits(model, x_train, y_train, seed)
 
     def row(name, model, **export):
         start = time.perf_counter()

@@ -19,11 +19,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import BATCH, FINETUNE_EPOCHS, compile_for_digits, finetune_steps, litert_metrics  # noqa: E402
+from _common import finetune_digits, finetune_steps, litert_metrics  # noqa: E402
 
 
 def run_seed(seed: int, allocation: str = "global") -> None:
-    import keras
     import numpy as np
 
     from kmot import clustering, quantization, sparsity
@@ -33,10 +32,7 @@ def run_seed(seed: int, allocation: str = "global") -> None:
     base, (x_train, y_train, x_test, y_test) = train_digits_baseline(seed=seed)
 
     def finetune(model):
-        keras.utils.set_random_seed(seed)
-        compile_for_digits(model).fit(x_train, y_train, batch_size=BATCH,
-                                      epochs=FINETUNE_EPOCHS, verbose=0)
-        return model
+        return finetune_digits(model, x_train, y_train, seed)
 
     steps = finetune_steps(len(x_train))
     schedule = sparsity.PolynomialDecay(0.0, 0.8, 0, int(0.7 * steps), frequency=max(1, steps // 20))
