@@ -386,7 +386,12 @@ def test_ctrl_c_during_a_real_convert_stops_it(files, tmp_path):
     assert proc.returncode == 130, stdout + stderr
     assert stderr.strip().endswith("interrupted") and "Traceback" not in stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [temp]
-    assert list(temp.iterdir()) == []  # the SavedModel folder went too
+    # the SavedModel folder went too; what may stay is TensorFlow's own: autograph writes the
+    # functions it converts to TMPDIR and Python caches their bytecode beside them, as after
+    # any conversion that runs to the end
+    left = [p.relative_to(temp) for p in temp.rglob("*")]
+    assert all(str(p) == "__pycache__" or p.name.startswith("__autograph_generated_file")
+               for p in left), left
 
 
 def test_registry_errors_still_go_through_the_boundary(tmp_path):
