@@ -19,7 +19,8 @@ from kmot.core import OptimizedLayer, clone_model
 from kmot.core.selection import walk_operations
 from kmot.quantization.affine import channel_affine
 from kmot.quantization.attention import is_quantizable_attention, quantized_attention
-from kmot.quantization.plan import SIGMOID_GATED, dense_on_feature_maps, is_layer_norm, name_of
+from kmot.quantization.plan import (SIGMOID_GATED, dense_on_feature_maps, is_concatenation,
+                                   is_layer_norm, name_of)
 from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
 from kmot.quantization.recurrent import is_quantizable_lstm, quantized_lstm
 from kmot.quantization.rules import QuantizeRule, activation_of, fixed_range_of, input_rank, rule_for
@@ -69,6 +70,26 @@ def _float_producer(tensor, rules) -> bool:
         tensor = inputs[0] if len(inputs) == 1 else None
         seen += 1
     return False
+
+
+def _onto_one_grid(tensors: list) -> list:
+    """A Concatenate's inputs, as LiteRT's int8 CONCATENATION sees them.
+
+    It runs its inputs and output at one scale. The producers that feed only it
+    have no quantizer (the converter writes them at that scale); when an input is
+    on a grid of its own (a model input, a tensor other layers read too), the
+    converter takes that grid for the whole op, clips the other inputs to it and
+    requantizes the output after. The simulation does the same: the other inputs
+    go onto that input's grid. (With no such input, the output's quantizer is
+    the scale, as before.)
+    """
+    grids = [_upstream_quantizer(t) if "float" in str(t.dtype) else None for t in tensors]
+    owners = {id(q): q for q in grids if q is not None}
+    if len(owners) != 1:
+        return tensors
+    (grid,) = owners.values()
+    return [grid(t, observe=False) if q is None and "float" in str(t.dtype) else t
+            for t, q in zip(tensors, grids)]
 
 
 def place_quantizers(model, rules, split, fused, *, quantize_activations):
@@ -184,6 +205,9 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
                 and activation_of(layer) in SIGMOID_GATED):
             return tree.map_structure(lambda t: activate(name, activation_of(layer), t, own=layer),
                                       args[0])
+        if is_concatenation(layer) and rule.output == "requantize" and args \
+                and isinstance(args[0], (list, tuple)):
+            args = (_onto_one_grid(list(args[0])), *args[1:])
         out = layer(*args, **kwargs)
         if name in split:
             act = split[name]
@@ -204,7 +228,7 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
         if rule.output == "same":
             upstream = _upstream_quantizer(args[0])
             if upstream is not None:  # its range, not updated by this second use
-                return tree.map_structure(lambda t: upstream(t, training=False), out)
+                return tree.map_structure(lambda t: upstream(t, observe=False), out)
         fixed = rule.fixed_range if rule.output == "fixed" else None
         return tree.map_structure(quantized(name, fixed), out)
 

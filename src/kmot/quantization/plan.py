@@ -13,7 +13,7 @@ from kmot.quantization.rules import (FUSABLE_ACTIVATIONS, QuantizeRule, activati
                                      layer_norm_over_last_axis, rule_for)
 from kmot.quantization.splits import is_plain_conv1d
 
-__all__ = ["plan", "name_of", "SIGMOID_GATED", "is_layer_norm", "dense_on_feature_maps"]
+__all__ = ["plan", "name_of", "is_concatenation", "SIGMOID_GATED", "is_layer_norm", "dense_on_feature_maps"]
 
 
 def name_of(op) -> str:
@@ -75,12 +75,12 @@ def plan(model, layers, config):
         consumer_rule = rules.get(name_of(consumer), QuantizeRule())
         if consumer_rule.output == "relu" and not _ends_in_reshape(getattr(op, "layer", op)):
             fused.add(name)
-        elif _is_concatenation(consumer) and consumer_rule.output == "requantize":
+        elif is_concatenation(consumer) and consumer_rule.output == "requantize":
             fused.add(name)
     return rules, unsupported, split, fused
 
 
-def _is_concatenation(op) -> bool:
+def is_concatenation(op) -> bool:
     return isinstance(op, keras.layers.Concatenate) or (
         not isinstance(op, keras.layers.Layer) and type(op).__name__ == "Concatenate")
 

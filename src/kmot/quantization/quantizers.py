@@ -128,9 +128,13 @@ class ActivationQuantizer(keras.layers.Layer):
         self.initialized = self.add_weight(name="initialized", shape=(), trainable=False,
                                            initializer="zeros")
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, observe=True):
+        """`x` on the range's grid. ``observe=False``: a second use of this grid (a
+        tensor LiteRT writes at another tensor's scale), which does not move the
+        range; Keras passes the model's `training` to every layer of a graph, so an
+        explicit ``training=False`` would not stop it."""
         lo, hi = self.range_min.value, self.range_max.value
-        if training and self.fixed_range is None:
+        if training and observe and self.fixed_range is None:
             batch_lo = ops.minimum(global_min(ops.min(x)), 0.0)  # the whole batch's,
             batch_hi = ops.maximum(global_max(ops.max(x)), 0.0)  # also under tf.distribute
             fresh = ops.equal(self.initialized.value, 0.0)
