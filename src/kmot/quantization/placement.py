@@ -22,7 +22,7 @@ from kmot.quantization.attention import is_quantizable_attention, quantized_atte
 from kmot.quantization.plan import (SIGMOID_GATED, dense_on_feature_maps, is_concatenation,
                                    is_layer_norm, name_of)
 from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
-from kmot.quantization.recurrent import is_quantizable_lstm, quantized_lstm
+from kmot.quantization.recurrent import is_quantizable_recurrent, quantized_recurrent
 from kmot.quantization.rules import QuantizeRule, activation_of, fixed_range_of, input_rank, rule_for
 from kmot.quantization.splits import (affine_as_depthwise, conv1d_as_conv2d, dense_as_conv,
                                       input_shape_of, is_plain_conv1d, layer_norm_as_l2,
@@ -141,8 +141,8 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
             return None
         if quantize_activations and is_quantizable_attention(inner):
             return quantized_attention(layer)
-        if quantize_activations and is_quantizable_lstm(inner):
-            return quantized_lstm(layer)
+        if quantize_activations and is_quantizable_recurrent(inner):
+            return quantized_recurrent(layer)
         if inner.name in split:
             inner.activation = keras.activations.get("linear")
         if isinstance(inner, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):

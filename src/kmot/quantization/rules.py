@@ -157,12 +157,12 @@ def rule_for(layer: keras.layers.Layer) -> QuantizeRule | None:
         # per tensor, rewritten with its inner quantizers (attention.py)
         return (QuantizeRule(weights=dict.fromkeys(attention_kernels(layer)))
                 if is_quantizable_attention(layer) else None)
-    if isinstance(layer, keras.layers.LSTM):
-        from kmot.quantization.recurrent import is_quantizable_lstm, lstm_kernels
+    if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU, keras.layers.Bidirectional)):
+        from kmot.quantization.recurrent import is_quantizable_recurrent, recurrent_kernels
 
         # its step's quantizers are inside, the last one is the output's (recurrent.py)
-        return (QuantizeRule(weights=dict.fromkeys(lstm_kernels(layer)), output="keep")
-                if is_quantizable_lstm(layer) else None)
+        return (QuantizeRule(weights=dict.fromkeys(recurrent_kernels(layer)), output="keep")
+                if is_quantizable_recurrent(layer) else None)
     if isinstance(layer, keras.layers.Embedding):
         # GATHER writes at the table's scale: per-tensor weights, no new scale
         return QuantizeRule(weights={"embeddings": None}, output="keep")
