@@ -85,3 +85,26 @@ def test_every_serializable_class_registers_with_import_kmot():
         if "register_keras_serializable(" in path.read_text():
             module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
             assert any(module.startswith(p + ".") for p in PACKAGES), module
+
+
+def test_any_kmot_package_imported_first_works_and_registers_every_class():
+    """`import kmot.sparsity` in a fresh interpreter used to fail: Keras, imported
+    half-way through it, registered the other packages, which read its names before
+    it had them (AttributeError: partially initialized module 'kmot.sparsity')."""
+    import pkgutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    packages = ["kmot.sparsity.schedule", "kmot.core.channels"] + [
+        info.name for info in pkgutil.walk_packages(kmot.__path__, "kmot.") if info.ispkg]
+    check = ("import {name}, keras; missing = [n for n in ('kmot>OptimizedLayer', "
+             "'kmot>PolynomialDecay', 'kmot>QuantizedGRU', 'kmot.compat>QuantizeAnnotate') "
+             "if keras.saving.get_registered_object(n) is None]; print(missing)")
+
+    def run(name):
+        return name, subprocess.run([sys.executable, "-c", check.format(name=name)],
+                                    capture_output=True, text=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        for name, result in pool.map(run, packages):
+            assert result.returncode == 0, (name, result.stderr[-2000:])
+            assert result.stdout.split("\n")[-2] == "[]", (name, result.stdout)
