@@ -137,10 +137,11 @@ def run_model(name, model, x, y, xt, yt, args):
     files["qat_int8"] = to_litert(qat, allow_float_fallback=True)
 
     steps = int(np.ceil(len(y) / 64))
+    ramp = max(1, steps * (args.prune_epochs - 1))
     pruned = compiled(kmot.sparsity.prune_low_magnitude(
         model, pruning_schedule=kmot.sparsity.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=0.5, begin_step=0,
-            end_step=max(1, steps * (args.prune_epochs - 1)))), rate=1e-3)
+            initial_sparsity=0.0, final_sparsity=0.5, begin_step=0, end_step=ramp,
+            frequency=max(1, ramp // 10))), rate=1e-3)
     pruned.fit(x, y, epochs=args.prune_epochs, batch_size=64, verbose=0,
                callbacks=[kmot.sparsity.UpdatePruningStep()])
     clustered = compiled(kmot.clustering.cluster_weights(
@@ -187,7 +188,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000, help="MNIST-1D samples")
     parser.add_argument("--epochs", type=int, default=8, help="recurrent models")
     parser.add_argument("--transformer-epochs", type=int, default=6)
-    parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--qat-epochs", type=int, default=4)
     parser.add_argument("--prune-epochs", type=int, default=2)
     parser.add_argument("--cluster-epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)

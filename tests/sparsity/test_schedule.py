@@ -58,3 +58,19 @@ def test_schedules_round_trip_config():
               ScaledSparsity(PolynomialDecay(0.0, 0.5, 0, 10), 1.5)):
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
         assert type(again) is type(s) and again.get_config() == s.get_config()
+
+
+def test_a_ramp_shorter_than_the_update_frequency_is_said_to_be_one_jump():
+    import warnings
+
+    # 25 steps of ramp, masks every 100: all of the sparsity would come at step 25
+    with pytest.warns(UserWarning, match=r"frequency=100 is not less than end_step - "
+                                         r"begin_step = 25.*jumps from 0 to 0.5 at once.*"
+                                         r"frequency=2"):
+        PolynomialDecay(0.0, 0.5, begin_step=0, end_step=25)
+    with pytest.warns(UserWarning, match=r"update only at steps 0 and 100"):
+        PolynomialDecay(0.0, 0.5, begin_step=0, end_step=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PolynomialDecay(0.0, 0.5, begin_step=0, end_step=25, frequency=5)
+        PolynomialDecay(0.5, 0.5, begin_step=0, end_step=25)  # nothing to ramp

@@ -8,6 +8,7 @@ backend (``step`` may be a tensor) as well as on plain Python ints.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import keras
@@ -172,6 +173,15 @@ class PolynomialDecay(PruningSchedule):
             raise ScheduleError(f"{cls}: `power` must be a number > 0. Received: power={power!r}")
         self.power = power
         super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
+        span = self.end_step - self.begin_step
+        if self.frequency >= span and self.initial_sparsity != self._final:
+            # masks update at begin_step and end_step only: no ramp at all
+            warnings.warn(
+                f"{cls}: frequency={self.frequency} is not less than end_step - begin_step = "
+                f"{span}, so the masks update only at steps {self.begin_step} and "
+                f"{self.end_step}: sparsity jumps from {self.initial_sparsity:g} to "
+                f"{self._final:g} at once. Pass frequency={max(1, span // 10)} (or any "
+                f"value < {span}) for a gradual ramp.", UserWarning, stacklevel=2)
 
     def sparsity(self, step):
         span = max(self.end_step - self.begin_step, 1)
