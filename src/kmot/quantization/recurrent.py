@@ -25,8 +25,9 @@ from keras import ops
 
 from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
 
-__all__ = ["QuantizedBidirectional", "QuantizedGRU", "QuantizedGRUCell", "QuantizedLSTM", "QuantizedLSTMCell",
-           "is_quantizable_recurrent", "quantized_recurrent", "recurrent_kernels"]
+__all__ = ["QuantizedBidirectional", "QuantizedGRU", "QuantizedGRUCell", "QuantizedLSTM",
+           "QuantizedLSTMCell", "is_quantizable_recurrent", "quantized_recurrent",
+           "recurrent_kernels"]
 
 _SIGMOID_RANGE = (0.0, 255 / 256)
 _TANH_RANGE = (-1.0, 127 / 128)
@@ -179,29 +180,30 @@ class QuantizedGRUCell(_QuantizedCell, keras.layers.GRUCell):
         return h, [h]
 
 
-def _with_cell(base, cell_class):
+class _QuantizedRNN:
+    """A recurrent layer running its `CELL` (same config and weights)."""
+
+    CELL: type = None
+    simulates_deployment = True
+
     def __init__(self, units, **kwargs):
-        base.__init__(self, units, **kwargs)
-        self.cell = cell_class(**self.cell.get_config())
+        super().__init__(units, **kwargs)
+        self.cell = self.CELL(**self.cell.get_config())
         self.use_cudnn = False  # a fused kernel would skip the cell's quantizers
 
-    return __init__
-
 
 @keras.saving.register_keras_serializable(package="kmot")
-class QuantizedLSTM(keras.layers.LSTM):
+class QuantizedLSTM(_QuantizedRNN, keras.layers.LSTM):
     """A `keras.layers.LSTM` running a `QuantizedLSTMCell` (same config and weights)."""
 
-    simulates_deployment = True
-    __init__ = _with_cell(keras.layers.LSTM, QuantizedLSTMCell)
+    CELL = QuantizedLSTMCell
 
 
 @keras.saving.register_keras_serializable(package="kmot")
-class QuantizedGRU(keras.layers.GRU):
+class QuantizedGRU(_QuantizedRNN, keras.layers.GRU):
     """A `keras.layers.GRU` running a `QuantizedGRUCell` (same config and weights)."""
 
-    simulates_deployment = True
-    __init__ = _with_cell(keras.layers.GRU, QuantizedGRUCell)
+    CELL = QuantizedGRUCell
 
 
 @keras.saving.register_keras_serializable(package="kmot")
@@ -232,8 +234,10 @@ def _quantized_copy(inner):
 
 
 def _copy_cell_weights(old, new):
-    for src, dst in zip(old.cell.weights, new.cell.weights):
-        dst.assign(src.value)
+    for name in ("kernel", "recurrent_kernel", "bias"):
+        source = getattr(old.cell, name, None)
+        if source is not None:  # (no bias with use_bias=False)
+            getattr(new.cell, name).assign(source.value)
 
 
 def quantized_recurrent(layer):
