@@ -49,7 +49,12 @@ def test_two_workers_share_one_study_and_run_no_trial_twice(files, tmp_path):
     # configurations, so a queued trial can be left; it never ran (nor trained).
     trials = [t for t in every if t.state.name != "WAITING"]
     assert all(t.datetime_start is None for t in every if t.state.name == "WAITING")
-    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+    # Finished means complete, or stopped by the budget pruner (80% sparsity after one
+    # epoch can fall below the accuracy the budget needs); never failed or left running.
+    states = [(t.number, t.state.name) for t in trials]
+    assert len(trials) == 6, states
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), states
+    assert sum(t.state.name == "COMPLETE" for t in trials) >= 3, states
     assert len({t.number for t in trials}) == 6
     by_worker = {}
     for t in trials:
@@ -62,9 +67,11 @@ def test_two_workers_share_one_study_and_run_no_trial_twice(files, tmp_path):
         if "duplicate_of" in t.user_attrs:
             first = trials[[x.number for x in trials].index(t.user_attrs["duplicate_of"])]
             assert first.params == t.params and first.value == t.value
+            assert first.state == t.state
     built = [e["trial"] for i in range(2) for e in
              json.loads((tmp_path / f"w{i}" / "search.json").read_text())["candidates"]]
-    assert sorted(built) == sorted(t.number for t in trained)  # each built by one worker
+    # each trained trial the pruner let finish was built, by one worker
+    assert sorted(built) == sorted(t.number for t in trained if t.state.name == "COMPLETE")
 
 
 @pytest.mark.slow
