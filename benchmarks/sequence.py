@@ -1,7 +1,9 @@
 """Sequence models and transformers through LiteRT: float, dynamic, int8 PTQ, QAT int8,
 and 50% pruning + 16 clusters, on locally generated data (JSON lines).
 
-Models: LSTM, GRU and Bidirectional LSTM on MNIST-1D as a 40-step sequence; a 2-block
+Models: LSTM, GRU and Bidirectional LSTM on MNIST-1D as a 40-step sequence (the LSTMs
+also as LiteRT's fused UNIDIRECTIONAL_SEQUENCE_LSTM op, float and int8: fused_float,
+fused_int8, batch 1); a 2-block
 transformer encoder (token and position embeddings, MultiHeadAttention, LayerNorm,
 GELU) on sorting sequences of 8 digits (per-token accuracy: each output position
 must compare every token with the others).
@@ -125,7 +127,11 @@ def run_model(name, model, x, y, xt, yt, args):
     files["float"] = to_litert(model)
     files["dynamic"] = to_litert(model, quantize="dynamic")
     files["int8"] = to_litert(model, quantize="int8", representative_data=calibration)
-    for variant in ("float", "dynamic", "int8"):
+    if name in ("lstm", "bilstm"):  # LiteRT's fused LSTM op (batch 1) beside the unrolled
+        files["fused_float"] = to_litert(model, fused_lstm=True)
+        files["fused_int8"] = to_litert(model, quantize="int8", representative_data=calibration,
+                                        fused_lstm=True)
+    for variant in ("float", "dynamic", "int8", "fused_float", "fused_int8"):
         refs[variant] = reference
 
     with warnings.catch_warnings(record=True) as caught:

@@ -46,6 +46,9 @@ def convert(
     allow_float_fallback: Annotated[bool, typer.Option(
         help="LiteRT: let ops with no int kernel stay float")] = False,
     select_tf_ops: Annotated[bool, typer.Option(help="LiteRT: allow TensorFlow (Flex) ops")] = False,
+    fused_lstm: Annotated[bool, typer.Option(
+        help="LiteRT: each LSTM as one fused UNIDIRECTIONAL_SEQUENCE_LSTM op (batch 1; "
+             "reset its state before each sequence)")] = False,
     format: Annotated[Optional[str], typer.Option(
         "--format", help="litert | onnx | saved_model (default: onnx for an -o ending in "
                          ".onnx, litert otherwise)")] = None,
@@ -53,7 +56,7 @@ def convert(
     """Convert a Keras model to LiteRT (optionally quantized), ONNX or a SavedModel."""
     target = _convert_format(format, output, quantize, io_type=io_type, keep_float=keep_float,
                              allow_float_fallback=allow_float_fallback,
-                             select_tf_ops=select_tf_ops)
+                             select_tf_ops=select_tf_ops, fused_lstm=fused_lstm)
     inputs = (model, *((calibration,) if calibration else ()))
     if target == "saved_model":
         check_output_folder(output, option="-o")
@@ -76,7 +79,7 @@ def convert(
             representative_data=data, num_calibration_samples=samples,
             inference_input_type=io_type, inference_output_type=io_type,
             keep_float=keep_float or (), allow_float_fallback=allow_float_fallback,
-            allow_select_tf_ops=select_tf_ops,
+            allow_select_tf_ops=select_tf_ops, fused_lstm=fused_lstm,
         )
     raise_if_interrupted()  # a Ctrl-C the converter swallowed still writes nothing
     write_atomic(output, content)
@@ -100,7 +103,7 @@ def _convert_format(format: Optional[str], output: Path, quantize: Optional[str]
     if format == "litert":
         return format
     defaults = {"io_type": "float32", "keep_float": None, "allow_float_fallback": False,
-                "select_tf_ops": False}
+                "select_tf_ops": False, "fused_lstm": False}
     given = [f"--{k.replace('_', '-')}" for k, v in litert_only.items() if v not in (defaults[k], [])]
     if given:
         raise KmotError(f"Expected LiteRT options only with --format litert. Received: "

@@ -223,6 +223,7 @@ def to_litert(
     allow_select_tf_ops: bool = False,
     verify: bool = True,
     input_shapes: Sequence[Sequence[int | None]] | None = None,
+    fused_lstm: bool = False,
 ) -> bytes:
     """Converts a Keras 3 model to a LiteRT flatbuffer, optionally quantized.
 
@@ -251,6 +252,13 @@ def to_litert(
         input_shapes: for a subclassed model (no symbolic inputs): one shape per
             input, batch first (``[(None, 8, 8, 1)]``). Default: the shapes it was
             built with; a model never called or built needs it.
+        fused_lstm: each LSTM becomes one UNIDIRECTIONAL_SEQUENCE_LSTM op (LiteRT's
+            fused kernel; int8 keeps its cell state in int16) instead of its steps
+            unrolled. The converter fuses only at a fixed batch size, so the file takes
+            batch 1 (or the model's own fixed batch). The fused op keeps its state
+            between invocations: reset it before each sequence
+            (``interpreter.reset_all_variables()``; `LiteRTModel` does). Not with
+            ``"int16x8"``, which the converter has no fused kernel for.
 
     Returns:
         The flatbuffer bytes.
@@ -281,7 +289,7 @@ def to_litert(
             quantize=quantize, inference_input_type=inference_input_type,
             inference_output_type=inference_output_type, keep_float=keep_float,
             allow_float_fallback=allow_float_fallback,
-            allow_select_tf_ops=allow_select_tf_ops, verify=verify)
+            allow_select_tf_ops=allow_select_tf_ops, verify=verify, fused_lstm=fused_lstm)
     model = _as_graph(load_model(model), input_shapes)
     model, quantize, qat = _prepare_quantization_aware(model, quantize)
     _check_options(quantize, inference_input_type, inference_output_type, keep_float)
@@ -292,6 +300,7 @@ def to_litert(
             f"Received: keep_float={keep_float}"
         )
     _check_recurrent(model, allow_select_tf_ops)
+    fused = _fused_lstm_layers(model, fused_lstm, quantize)
     samples = None
     if quantize in _CALIBRATED and not qat:
         samples = calibration_samples(
@@ -306,7 +315,7 @@ def to_litert(
     with temporary_directory("export") as saved_model_dir:
         with _captured_output() as log:
             try:
-                _write_saved_model(tf, model, saved_model_dir)
+                _write_saved_model(tf, model, saved_model_dir, fused=fused)
             except Exception as err:  # noqa: BLE001 - tracing raises many types
                 failure = err
             else:
@@ -321,13 +330,18 @@ def to_litert(
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model_dir, signature_keys=["serve"]
         )
-        return _convert(
-            tf, converter, model, path, quantize=quantize, samples=samples, qat=qat,
+        content = _convert(
+            tf, converter, model, None, quantize=quantize, samples=samples, qat=qat,
             inference_input_type=inference_input_type,
             inference_output_type=inference_output_type, keep_float=keep_float,
             allow_float_fallback=allow_float_fallback,
             allow_select_tf_ops=allow_select_tf_ops, verify=verify,
         )
+    if fused:
+        _check_fused(content, model, fused, samples, quantize)
+    if path is not None:
+        write_atomic(path, content)
+    return content
 
 
 def signature_names(model: keras.Model) -> list[str]:
@@ -348,18 +362,22 @@ def signature_names(model: keras.Model) -> list[str]:
     return names
 
 
-def _write_saved_model(tf, model: keras.Model, directory: str) -> None:
-    """Exports the inference call (training=False) as a SavedModel 'serve' signature."""
+def _write_saved_model(tf, model: keras.Model, directory: str, *, fused=()) -> None:
+    """Exports the inference call (training=False) as a SavedModel 'serve' signature;
+    with `fused` LSTMs (see `kmot.export.fused_lstm`) at a fixed batch, 1 by default."""
+    from kmot.export.fused_lstm import fused_lstms
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     specs = [
-        tf.TensorSpec(t.shape, t.dtype, name=name)
+        tf.TensorSpec((t.shape[0] or 1, *t.shape[1:]) if fused else t.shape, t.dtype, name=name)
         for t, name in zip(model.inputs, signature_names(model))
     ]
     signature = [specs] if len(specs) > 1 else specs
     # one RESHAPE, not SHAPE+STRIDED_SLICE+PACK+RESHAPE; LSTM/GRU as builtin ops, no Flex;
     # LayerNormalization without NEG (no int8 kernel)
-    with static_batch_reshapes(), unrolled_recurrences(model), centered_layer_norms():
+    with static_batch_reshapes(), unrolled_recurrences(model), centered_layer_norms(), \
+            fused_lstms(list(fused)):
         archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
         archive.write_out(directory, verbose=False)
 
@@ -399,6 +417,76 @@ def _as_graph(model, input_shapes):
                 "...)], one shape per input, or a model called once on data. Received: an "
                 "unbuilt subclassed model") from err
         raise
+
+
+def _fused_lstm_layers(model, fused_lstm: bool, quantize: str | None) -> list:
+    """The LSTMs to export fused (see `to_litert`'s ``fused_lstm``), checked."""
+    if not fused_lstm:
+        return []
+    from kmot.export.fused_lstm import fusable_lstms
+
+    if quantize == "int16x8":
+        raise KmotError(
+            "fused_lstm=True cannot be combined with quantize='int16x8': the converter has "
+            "no 16x8 kernel for UNIDIRECTIONAL_SEQUENCE_LSTM. Expected quantize=None, "
+            "'float16', 'dynamic' or 'int8', or fused_lstm=False (the LSTM unrolled, which "
+            "int16x8 supports). Received: quantize='int16x8'")
+    fused, other = fusable_lstms(model)
+    if not fused:
+        reasons = "; ".join(f"{name}: {why}" for name, why in other.items()) or "no LSTM layer"
+        raise KmotError(
+            f"fused_lstm=True, but model '{model.name}' has no LSTM that LiteRT's fused op "
+            "computes. Expected a keras.layers.LSTM (alone or in Bidirectional) with tanh "
+            "and sigmoid activations, not stateful, without return_state (a "
+            "quantization-aware model's LSTMs export unrolled). Received: " + reasons)
+    batches = {t.shape[0] for t in model.inputs} - {None, 1}
+    if batches:
+        raise KmotError(
+            f"fused_lstm=True exports at batch size 1, but model '{model.name}' fixes its "
+            f"batch to {sorted(batches)}. Expected keras.Input(..., batch_size=1) or no "
+            f"batch_size. Received: batch sizes {sorted(batches)}")
+    if other:
+        import warnings
+
+        warnings.warn(f"fused_lstm=True: {', '.join(other)} stay unrolled ("
+                      + "; ".join(f"{n}: {w}" for n, w in other.items()) + ").", stacklevel=3)
+    return fused
+
+
+def _check_fused(content: bytes, model, fused: list, samples, quantize) -> None:
+    """Every LSTM asked to be fused is one op in the file (the converter, when it
+    cannot fuse, keeps the unrolled body without a word), and the file computes the
+    model: stacked fused int8 LSTMs can come out constant (TF 2.21's converter)."""
+    from kmot.export.inspect import inspect
+    from kmot.export.runtime import LiteRTModel
+
+    count = sum(op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM" for op in inspect(content).ops)
+    if count < len(fused):
+        raise ConversionError(
+            f"fused_lstm=True: the converter fused {count} of the {len(fused)} LSTMs of "
+            f"model '{model.name}' ({', '.join(layer.name for layer in fused)}). Expected "
+            "each as one UNIDIRECTIONAL_SEQUENCE_LSTM; an LSTM fed through a mask (Masking, "
+            "mask_zero=True) or of unknown length cannot be. Pass fused_lstm=False for "
+            f"the unrolled LSTM. Received: {count} fused op(s)")
+    if not samples:
+        return
+    x = [np.concatenate(parts) for parts in zip(*samples[:64])]
+    x = x[0] if len(x) == 1 else x
+    expected = model.predict(x, verbose=0, batch_size=64)
+    got = LiteRTModel(content).predict(x)
+    expected, got = ([expected], [got]) if not isinstance(expected, list) else (expected, got)
+    for want, have in zip(expected, got):
+        spread = float(np.std(want))
+        error = float(np.sqrt(np.mean((np.asarray(have) - want) ** 2)))
+        if spread > 0 and error > 0.5 * spread:
+            raise ConversionError(
+                f"fused_lstm=True, quantize={quantize!r}: the file does not compute model "
+                f"'{model.name}' on its calibration samples (error {error:.3g} against an "
+                f"output spread of {spread:.3g}). Expected an error well under the spread. "
+                "The converter's int8 fused LSTMs can come out wrong when stacked (seen "
+                "with few calibration samples, and with an LSTM without bias): pass more "
+                "representative_data (hundreds of samples), or fused_lstm=False (the LSTM "
+                f"unrolled). Received: {len(samples)} calibration sample(s)")
 
 
 def _check_recurrent(model, allow_select_tf_ops: bool) -> None:

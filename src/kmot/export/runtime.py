@@ -20,6 +20,10 @@ from kmot.errors import ConversionError
 
 __all__ = ["LiteRTModel"]
 
+#: Builtin ops whose state lives in variable tensors that persist between invocations.
+STATEFUL_OPS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM",
+                          "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF"})
+
 
 def _natural(details: dict[str, Any]) -> list[tuple[str, Any]]:
     """Signature entries in natural name order: output_2 before output_10."""
@@ -89,6 +93,12 @@ class LiteRTModel:
             ) from err
         self._batch: int | None = None
         self._read_details()
+        ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
+        #: ops holding state in variable tensors between invocations (a fused LSTM):
+        #: reset before each run, so every batch starts from the model's initial state
+        self.stateful = bool(ops & STATEFUL_OPS)
+        #: the one batch size such a file runs at (its state tensors have that batch)
+        self.fixed_batch = self._fixed_batch() if self.stateful else None
 
     def _read_details(self) -> None:
         """Input/output details in signature order (the model's own order).
@@ -111,9 +121,25 @@ class LiteRTModel:
         self.input_details = inputs
         self.output_details = outputs
 
+    def _fixed_batch(self) -> int | None:
+        batches = {int(d["shape_signature"][0]) if len(d["shape_signature"]) else
+                   int(d["shape"][0]) for d in self.input_details}
+        return batches.pop() if len(batches) == 1 and min(batches) >= 1 else None
+
+    def _invoke(self) -> None:
+        if self.stateful:
+            self.interpreter.reset_all_variables()
+        self.interpreter.invoke()
+
     def _resize(self, batch: int) -> None:
         if batch == self._batch:
             return
+        if self.fixed_batch is not None and batch != self.fixed_batch:
+            raise ConversionError(
+                f"This LiteRT file runs at batch size {self.fixed_batch} only (its "
+                "stateful ops, such as a fused LSTM, hold state of that batch). Expected "
+                f"inputs of batch {self.fixed_batch}; predict() splits any number of "
+                f"samples. Received: batch {batch}")
         for d in self.input_details:
             shape = list(d["shape_signature"]) if len(d["shape_signature"]) else list(d["shape"])
             shape[0] = batch
@@ -131,7 +157,7 @@ class LiteRTModel:
         arrays = self._as_list(inputs)
         self._resize(arrays[0].shape[0])
         self._set_inputs(arrays)
-        self.interpreter.invoke()
+        self._invoke()
         values = {}
         for d in self.interpreter.get_tensor_details():
             try:
@@ -164,14 +190,19 @@ class LiteRTModel:
         """
         arrays = self._as_list(inputs)
         n = arrays[0].shape[0]
+        batch_size = self.fixed_batch or batch_size
         chunks: list[list[np.ndarray]] = [[] for _ in self.output_details]
         for start in range(0, n, batch_size):
             part = [a[start : start + batch_size] for a in arrays]
+            short = batch_size - part[0].shape[0] if self.fixed_batch else 0
+            if short:  # the last chunk of a fixed-batch file: padded, the padding cut
+                part = [np.concatenate([a, np.repeat(a[-1:], short, axis=0)]) for a in part]
             self._resize(part[0].shape[0])
             self._set_inputs(part)
-            self.interpreter.invoke()
+            self._invoke()
             for i, d in enumerate(self.output_details):
-                chunks[i].append(_dequantize(self.interpreter.get_tensor(d["index"]), d))
+                value = _dequantize(self.interpreter.get_tensor(d["index"]), d)
+                chunks[i].append(value[:len(value) - short])
         outs = [np.concatenate(c, axis=0) for c in chunks]
         return outs[0] if len(outs) == 1 else outs
 
