@@ -419,3 +419,29 @@ def test_rounding_noise_floor_measures_sensitivity_to_single_steps(digits_data):
     assert min(rounding_noise_floor(untrained, x_test, trials=2)) < 0.99
     with pytest.raises(QuantizationError, match=r"no activation quantizer"):
         rounding_noise_floor(model, x_test)
+
+
+def test_the_activation_fake_quant_is_kerass_on_every_backend():
+    """On torch the activation quantizer takes torch's fused op: the same grid and the
+    same straight-through gradient as keras.quantizers.fake_quant_with_min_max_vars."""
+    from kmot.quantization.quantizers import _fake_quant, _fake_quant_tensor
+
+    x = np.random.default_rng(0).uniform(-2.0, 3.0, size=(4, 64)).astype("float32")
+    lo, hi = keras.ops.convert_to_tensor(-1.3), keras.ops.convert_to_tensor(2.1)
+    for bits in (8, 16):
+        ours = keras.ops.convert_to_numpy(_fake_quant_tensor(keras.ops.convert_to_tensor(x), lo,
+                                                             hi, bits))
+        keras_ = keras.ops.convert_to_numpy(_fake_quant(x, lo, hi, num_bits=bits))
+        step = 3.4 / (2**bits - 1)
+        assert np.abs(ours - keras_).max() <= step * 1.001  # a rounding tie at most
+        assert np.mean(ours == keras_) > 0.99
+    if keras.backend.backend() == "torch":
+        import torch
+
+        t = torch.tensor(x, requires_grad=True)
+        _fake_quant_tensor(t, lo, hi, 8).sum().backward()
+        step = 3.4 / 255
+        clear = (np.abs(x + 1.3) > step) & (np.abs(x - 2.1) > step)  # off the nudged edges
+        inside = (x > -1.3) & (x < 2.1)
+        assert np.array_equal((t.grad.numpy() == 1.0)[clear], inside[clear])
+        assert set(np.unique(t.grad.numpy())) <= {0.0, 1.0}

@@ -19,6 +19,38 @@ __all__ = ["FakeQuantTransform", "ActivationQuantizer", "DEPTHWISE"]
 
 _fake_quant = keras.quantizers.fake_quant_with_min_max_vars
 
+
+def _fake_quant_tensor(x, lo, hi, num_bits: int):
+    """`_fake_quant` of a tensor whose range is not trained (a moving average or fixed).
+
+    On PyTorch, torch's fused ``fake_quantize_per_tensor_affine`` on the same grid
+    (Keras's scale and rounded zero point): Keras's generic version runs about 16
+    element-wise passes over the tensor, forward and backward, to compute gradients
+    for a range nothing trains, and tripled the epoch of a QAT conv net. The
+    gradient to `x` is the same straight-through one (zero outside the range);
+    values differ at most at exact rounding ties. Not passed on: the gradient to the
+    range, which Keras's version sends through a training batch's min and max into
+    those two elements of `x` (weighted 1 - ema_decay once the range is set).
+    """
+    if keras.backend.backend() != "torch" or not isinstance(x, _torch_tensor()):
+        return _fake_quant(x, lo, hi, num_bits=num_bits)
+    import torch
+
+    levels = 2 ** num_bits - 1
+    lo, hi = ops.cast(lo, "float32"), ops.cast(hi, "float32")
+    scale = (hi - lo) / levels
+    zero_point = ops.cast(ops.round(ops.clip(-lo / scale, 0, levels)), "int32")
+    out = torch.fake_quantize_per_tensor_affine(
+        x.float(), torch.reshape(scale, (1,)).detach(), torch.reshape(zero_point, (1,)).detach(),
+        0, levels)
+    return out.to(x.dtype)
+
+
+def _torch_tensor():
+    import torch
+
+    return torch.Tensor
+
 #: `axis` value for depthwise kernels (h, w, in, multiplier): LiteRT quantizes
 #: their in * multiplier output channels, so the last two axes are one channel axis.
 DEPTHWISE = "depthwise"
@@ -152,7 +184,7 @@ class ActivationQuantizer(keras.layers.Layer):
         if self._dither is not None:  # see kmot.quantization.rounding_noise_floor
             step = (hi - lo) / (2.0 ** self.num_bits - 1)
             x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step
-        return _fake_quant(x, lo, hi, num_bits=self.num_bits)
+        return _fake_quant_tensor(x, lo, hi, self.num_bits)
 
     def compute_output_shape(self, input_shape):
         return input_shape
