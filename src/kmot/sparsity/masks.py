@@ -8,6 +8,7 @@ threshold, decide, so ties (e.g. clustered values) cannot over-prune.
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 __all__ = ["magnitude_mask", "block_mask", "n_of_m_mask"]
@@ -25,17 +26,32 @@ def _keep_top(scores, sparsity):
     n = int(scores.shape[0])
     k = ops.cast(ops.round(ops.cast(sparsity, "float32") * n), "int32")
     bits = ops.view(ops.cast(scores, "float32"), "int32")
-    lo, hi = ops.zeros((), "int32"), ops.full((), 2**31 - 1, "int32")
-    for _ in range(31):  # the smallest v with at least k scores <= v
-        mid = lo + (hi - lo) // 2
-        enough = ops.greater_equal(ops.sum(ops.cast(ops.less_equal(bits, mid), "int32")), k)
-        hi = ops.where(enough, mid, hi)
-        lo = ops.where(enough, lo, mid + 1)
+    lo = _kth_smallest_eager(bits, k) if keras.backend.backend() == "torch" else None
+    if lo is None:
+        lo, hi = ops.zeros((), "int32"), ops.full((), 2**31 - 1, "int32")
+        for _ in range(31):  # the smallest v with at least k scores <= v
+            mid = lo + (hi - lo) // 2
+            enough = ops.greater_equal(ops.sum(ops.cast(ops.less_equal(bits, mid), "int32")), k)
+            hi = ops.where(enough, mid, hi)
+            lo = ops.where(enough, lo, mid + 1)
     below, ties = ops.less(bits, lo), ops.equal(bits, lo)
     need = k - ops.sum(ops.cast(below, "int32"))  # how many of the ties to prune
     tie_rank = ops.cumsum(ops.cast(ties, "int32"))
     pruned = ops.logical_or(below, ops.logical_and(ties, ops.less_equal(tie_rank, need)))
     return ops.cast(ops.logical_not(pruned), scores.dtype)
+
+
+def _kth_smallest_eager(bits, k):
+    """PyTorch runs eagerly, where 31 passes cost 31 Python round trips of several ops:
+    its selection kernel gives the same value in one (0 when nothing is pruned)."""
+    import torch
+
+    if not isinstance(bits, torch.Tensor) or isinstance(k, keras.KerasTensor):
+        return None
+    count = int(k)
+    if count <= 0:
+        return ops.zeros((), "int32")
+    return torch.kthvalue(bits, count).values
 
 
 def magnitude_mask(weight, sparsity):
