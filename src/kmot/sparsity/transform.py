@@ -72,6 +72,10 @@ class PruneTransform(WeightTransform):
             step = self.step + 1
             self.step.assign(step)
             update, sparsity = self.schedule(step)
+            if keras.backend.backend() == "torch":  # eager: branch in Python, copy nothing
+                if bool(update):
+                    self.mask.assign(self._new_mask(value, sparsity))
+                return _apply(value, self.mask.value)
             mask = ops.cond(
                 update,
                 lambda: self._new_mask(value, sparsity),
