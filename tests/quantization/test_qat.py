@@ -445,3 +445,31 @@ def test_the_activation_fake_quant_is_kerass_on_every_backend():
         inside = (x > -1.3) & (x < 2.1)
         assert np.array_equal((t.grad.numpy() == 1.0)[clear], inside[clear])
         assert set(np.unique(t.grad.numpy())) <= {0.0, 1.0}
+
+
+def test_the_weight_fake_quant_is_kerass_on_every_backend():
+    """Per tensor and per output channel, on every backend: the narrow int8 grid on
+    [-max|w|, max|w|] that keras.quantizers computes (torch takes its fused op)."""
+    from kmot.quantization.quantizers import FakeQuantTransform, _fake_quant
+
+    w = np.random.default_rng(1).normal(size=(3, 3, 4, 8)).astype("float32")
+    value = keras.ops.convert_to_tensor(w)
+    for axis in (None, -1, "depthwise"):
+        ours = keras.ops.convert_to_numpy(FakeQuantTransform(axis=axis)(value, training=True))
+        if axis is None:
+            b = np.abs(w).max()
+            ref = _fake_quant(w, -b, b, num_bits=8, narrow_range=True)
+        else:
+            flat = w.reshape(3, 3, -1) if axis == "depthwise" else w
+            b = np.abs(flat).reshape(-1, flat.shape[-1]).max(0)
+            ref = np.reshape(_fake_quant(flat, -b, b, num_bits=8, narrow_range=True, axis=-1),
+                             w.shape)
+        ref = keras.ops.convert_to_numpy(ref)
+        step = (np.abs(w).max() / 127)
+        assert np.abs(ours - ref).max() <= step * 1.001 and np.mean(ours == ref) > 0.99
+        if keras.backend.backend() == "torch":  # straight through: no weight is clipped
+            import torch
+
+            t = torch.tensor(w, requires_grad=True)
+            FakeQuantTransform(axis=axis)(t, training=True).sum().backward()
+            assert np.array_equal(t.grad.numpy(), np.ones_like(w))

@@ -46,6 +46,39 @@ def _fake_quant_tensor(x, lo, hi, num_bits: int):
     return out.to(x.dtype)
 
 
+def _symmetric_fake_quant(value, bound, num_bits: int, axis: int | None):
+    """Narrow-range symmetric `_fake_quant` on [-bound, bound] (per channel of the last
+    axis when `axis` is -1). On PyTorch, torch's fused per-tensor / per-channel op on
+    the same grid (integers -127..127 times bound / 127): as for activations, Keras's
+    generic version spends a dozen passes on range gradients; TensorFlow's FakeQuant
+    passes none to a range no weight lies outside, and neither does this."""
+    if keras.backend.backend() != "torch" or not isinstance(value, _torch_tensor()):
+        kwargs = {"axis": -1} if axis is not None else {}
+        return _fake_quant(value, -bound, bound, num_bits=num_bits, narrow_range=True, **kwargs)
+    import torch
+
+    top = 2 ** (num_bits - 1) - 1
+    scale = (ops.cast(bound, "float32") / top).detach()
+    x = value.float()
+    if axis is None:
+        zero = torch.zeros((1,), dtype=torch.int32, device=x.device)
+        out = torch.fake_quantize_per_tensor_affine(x, torch.reshape(scale, (1,)), zero,
+                                                    -top, top)
+    else:
+        zero = torch.zeros(scale.shape, dtype=torch.int32, device=x.device)
+        out = torch.fake_quantize_per_channel_affine(x, scale, zero, x.dim() - 1, -top, top)
+    return out.to(value.dtype)
+
+
+def _min_max(x):
+    """The tensor's min and max: one pass on PyTorch (aminmax), two elsewhere."""
+    if keras.backend.backend() == "torch" and isinstance(x, _torch_tensor()):
+        import torch
+
+        return torch.aminmax(x)
+    return ops.min(x), ops.max(x)
+
+
 def _torch_tensor():
     import torch
 
@@ -77,13 +110,12 @@ class FakeQuantTransform(WeightTransform):
     def _quantize_last_axis(self, value):
         reduce = tuple(range(len(value.shape) - 1))
         bound = ops.maximum(ops.max(ops.abs(value), axis=reduce), 1e-8)
-        return _fake_quant(value, -bound, bound, num_bits=self.num_bits,
-                           narrow_range=True, axis=-1)
+        return _symmetric_fake_quant(value, bound, self.num_bits, -1)
 
     def __call__(self, value, *, training):
         if self.axis is None:
             bound = ops.maximum(ops.max(ops.abs(value)), 1e-8)
-            return _fake_quant(value, -bound, bound, num_bits=self.num_bits, narrow_range=True)
+            return _symmetric_fake_quant(value, bound, self.num_bits, None)
         if self.axis == DEPTHWISE:
             shape = tuple(value.shape)
             flat = ops.reshape(value, shape[:-2] + (shape[-2] * shape[-1],))
@@ -167,8 +199,9 @@ class ActivationQuantizer(keras.layers.Layer):
         explicit ``training=False`` would not stop it."""
         lo, hi = self.range_min.value, self.range_max.value
         if training and observe and self.fixed_range is None:
-            batch_lo = ops.minimum(global_min(ops.min(x)), 0.0)  # the whole batch's,
-            batch_hi = ops.maximum(global_max(ops.max(x)), 0.0)  # also under tf.distribute
+            x_lo, x_hi = _min_max(x)
+            batch_lo = ops.minimum(global_min(x_lo), 0.0)  # the whole batch's,
+            batch_hi = ops.maximum(global_max(x_hi), 0.0)  # also under tf.distribute
             fresh = ops.equal(self.initialized.value, 0.0)
             d = self.ema_decay
             lo = ops.where(fresh, batch_lo, d * lo + (1 - d) * batch_lo)
