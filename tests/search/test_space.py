@@ -57,6 +57,16 @@ def test_grid_and_suggest_share_keys():
     assert space.neighbour(cqat, stronger=False) is None  # only 8 given
 
 
+def test_the_scan_runs_the_least_invasive_technique_first_whatever_the_order_given():
+    """A space as YAML gives it (keys sorted: pqat before prune) still scans pruning
+    alone before pruning with QAT, and clustering before CQAT."""
+    space = SearchSpace(techniques={"pqat": {"final_sparsity": [0.6, 0.8]},
+                                    "cqat": {"number_of_clusters": [8]},
+                                    "prune": {"final_sparsity": [0.6, 0.8]},
+                                    "cluster": {"number_of_clusters": [16]}})
+    assert [c["technique"] for c in space.scan()] == ["prune", "cluster", "pqat", "cqat"]
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"techniques": {"quantum": {}}}, "unknown technique 'quantum'"),
     ({"techniques": {"prune": {"sparsity": [0.5]}}}, "has no knob 'sparsity'"),

@@ -40,7 +40,8 @@ class SearchError(KmotError, ValueError):
 #: Stages from least to most invasive; a search stops at the first that meets the budgets.
 STAGES = ("ptq", "selective", "qat", "search")
 
-#: Training-based techniques: their knobs (with default values) and whether they are QAT.
+#: Training-based techniques, from least to most invasive: their knobs (with default
+#: values) and whether they are QAT.
 TECHNIQUES: dict[str, dict[str, Any]] = {
     "prune": {"knobs": {"final_sparsity": [0.5, 0.6, 0.7, 0.8, 0.9]}, "qat": False},
     "prune_channels": {"knobs": {"sparsity": [0.25, 0.5]}, "qat": False},
@@ -134,9 +135,11 @@ class SearchSpace(BaseModel):
     def scan(self) -> list[dict[str, Any]]:
         """One configuration per technique at the middle of each knob's values (and its
         most compressing export): the first trials of a new study, before Optuna's
-        sampler has anything to learn from."""
+        sampler has anything to learn from. Least invasive first (`TECHNIQUES` order,
+        whatever the order the space lists them in, which YAML may sort): the
+        follow-ups each trial queues then run in that order too."""
         out = []
-        for technique in self.techniques:
+        for technique in sorted(self.techniques, key=list(TECHNIQUES).index):
             config = {"technique": technique}
             for key, values in self._options(technique).items():
                 config[key] = values[-1] if key.endswith(".export") else values[len(values) // 2]
