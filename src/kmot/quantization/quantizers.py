@@ -32,7 +32,7 @@ def _fake_quant_tensor(x, lo, hi, num_bits: int):
     range, which Keras's version sends through a training batch's min and max into
     those two elements of `x` (weighted 1 - ema_decay once the range is set).
     """
-    if keras.backend.backend() != "torch" or not isinstance(x, _torch_tensor()):
+    if not _is_torch_tensor(x):
         return _fake_quant(x, lo, hi, num_bits=num_bits)
     import torch
 
@@ -52,7 +52,7 @@ def _symmetric_fake_quant(value, bound, num_bits: int, axis: int | None):
     the same grid (integers -127..127 times bound / 127): as for activations, Keras's
     generic version spends a dozen passes on range gradients; TensorFlow's FakeQuant
     passes none to a range no weight lies outside, and neither does this."""
-    if keras.backend.backend() != "torch" or not isinstance(value, _torch_tensor()):
+    if not _is_torch_tensor(value):
         kwargs = {"axis": -1} if axis is not None else {}
         return _fake_quant(value, -bound, bound, num_bits=num_bits, narrow_range=True, **kwargs)
     import torch
@@ -72,17 +72,20 @@ def _symmetric_fake_quant(value, bound, num_bits: int, axis: int | None):
 
 def _min_max(x):
     """The tensor's min and max: one pass on PyTorch (aminmax), two elsewhere."""
-    if keras.backend.backend() == "torch" and isinstance(x, _torch_tensor()):
+    if _is_torch_tensor(x):
         import torch
 
         return torch.aminmax(x)
     return ops.min(x), ops.max(x)
 
 
-def _torch_tensor():
+def _is_torch_tensor(x) -> bool:
+    """A concrete PyTorch tensor (the torch backend, not a symbolic KerasTensor)."""
+    if keras.backend.backend() != "torch":
+        return False
     import torch
 
-    return torch.Tensor
+    return isinstance(x, torch.Tensor)
 
 #: `axis` value for depthwise kernels (h, w, in, multiplier): LiteRT quantizes
 #: their in * multiplier output channels, so the last two axes are one channel axis.
