@@ -11,6 +11,7 @@ distinct values, a fully int8 file.
 
 import os
 import tempfile
+import warnings
 import zipfile
 
 import keras
@@ -354,3 +355,54 @@ def test_pqat_cqat_pcqat(mnist, trained):
     assert fully_int8(pcqat) and pcqat_accuracy >= baseline_model_accuracy - 0.04
     assert min(w.sparsity for w in kernels_of(pcqat)) >= 0.499
     assert max(w.max_unique_per_channel for w in kernels_of(pcqat)) <= 8
+
+
+@keras.saving.register_keras_serializable(package="test_compat")
+class ScaledDense(keras.layers.Layer, tfmot.clustering.keras.ClusterableLayer):
+    """The clustering guide's custom-layer protocol: the layer names its weights."""
+
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(shape[-1], 10), name="kernel")
+        self.gain = self.add_weight(shape=(), initializer="ones", name="gain")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.kernel) * self.gain
+
+    def get_clusterable_weights(self):
+        return [("kernel", self.kernel)]
+
+
+def test_clusterable_layer_is_clustered_and_loads_in_cluster_scope(mnist, tmp_path):
+    (train_images, train_labels), _ = mnist
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              ScaledDense(name="custom")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the layer said which weights: no "left untouched"
+        clustered = tfmot.clustering.keras.cluster_weights(model, 8)
+    clustered.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clustered.fit(train_images[:256], train_labels[:256], epochs=1, verbose=0)
+    path = tmp_path / "clustered.keras"
+    clustered.save(path)
+    with tfmot.clustering.keras.cluster_scope():
+        loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(train_images[:8], verbose=0),
+                               clustered.predict(train_images[:8], verbose=0), atol=1e-6)
+    stripped = tfmot.clustering.keras.strip_clustering(loaded)
+    layer = stripped.get_layer("custom")
+    assert len(np.unique(keras.ops.convert_to_numpy(layer.kernel))) <= 8
+    assert float(keras.ops.convert_to_numpy(layer.gain)) != 0  # the other weight trains freely
+
+
+@pytest.mark.parametrize("module, name, native", [
+    ("sparsity", "PruneLowMagnitude", r"kmot\.core\.OptimizedLayer.*strip_pruning"),
+    ("clustering", "ClusterWeights", r"kmot\.core\.OptimizedLayer.*strip_clustering"),
+    ("quantization", "QuantizeWrapperV2", r"kmot\.core\.OptimizedLayer.*is_qat_model"),
+    ("quantization", "QuantizeRegistry", r"QuantizeRule.*get_quantize_rule"),
+])
+def test_tfmots_own_classes_name_the_native_way(module, name, native):
+    namespace = getattr(tfmot, module).keras
+    with pytest.raises(KmotError, match=rf"{module}\.keras\.{name} is tfmot's own.*{native}"):
+        getattr(namespace, name)
+    assert not hasattr(namespace, name)  # an AttributeError too: hasattr and getattr work
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        namespace.no_such_name

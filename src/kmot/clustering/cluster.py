@@ -26,13 +26,15 @@ def _clusterable(layer: keras.layers.Layer) -> list[tuple[keras.Variable, tuple[
         layer = layer.layer
     custom = getattr(layer, "get_clusterable_weights", None)
     if callable(custom):
-        return [(v, (-1,)) for v in custom()]
+        # tfmot's protocol lists (name, variable) pairs; a bare variable is taken too
+        return [(v[1] if isinstance(v, tuple) else v, (-1,)) for v in custom()]
     return [(k.variable, k.layout.out_axes) for k in kernels(layer)]
 
 
 def clusterable_weights(layer: keras.layers.Layer) -> list[keras.Variable]:
     """The weights kmot clusters in `layer`: its kernels (see `kmot.core.kernels`),
-    or a custom layer's ``get_clusterable_weights()``."""
+    or a custom layer's ``get_clusterable_weights()`` (variables, or tfmot's
+    ``(name, variable)`` pairs)."""
     return [v for v, _ in _clusterable(layer)]
 
 
@@ -130,7 +132,10 @@ def cluster_weights(
                 "implementing get_clusterable_weights(). Received: that layer")
         return wrapped
     clustered = clone_model(to_cluster, layers=layers, replace=replace)
-    warn_unknown_weights(to_cluster, selected, "cluster_weights")
+    # a layer that lists its clusterable weights has said what the others are for
+    warn_unknown_weights(
+        to_cluster, lambda layer: selected(layer) and not callable(
+            getattr(layer, "get_clusterable_weights", None)), "cluster_weights")
     return clustered
 
 

@@ -12,7 +12,7 @@ import enum
 from typing import Any
 
 from kmot import clustering as _native
-from kmot.compat.tfmot._scopes import custom_scope
+from kmot.compat.tfmot._scopes import WRAPPER, custom_scope, unmatched
 from kmot.errors import KmotError
 
 __all__ = ["CentroidInitialization", "ClusterableLayer", "cluster_scope", "cluster_weights",
@@ -65,3 +65,14 @@ def cluster_weights(to_cluster, number_of_clusters, cluster_centroids_init=
 def cluster_scope():
     """tfmot's loading scope: kmot's clustering classes are registered already."""
     return custom_scope()
+
+
+# tfmot's names kmot has no counterpart of: a KmotError naming the native way.
+__getattr__ = unmatched("tfmot.clustering.keras", {
+    "ClusterWeights": f"{WRAPPER}; kmot.clustering.strip_clustering(model) removes them",
+    "ClusterWeightsMHA": f"{WRAPPER}; kmot.clustering.strip_clustering(model) removes them",
+    "cluster_wrapper": f"{WRAPPER}; kmot.clustering.strip_clustering(model) removes them",
+    "ClusteringAlgorithm": "a custom layer's get_clusterable_weights() names what to "
+                           "cluster; cluster_weights(cluster_per_channel=True) per channel",
+    "clustering_registry": "a custom layer's get_clusterable_weights() names what to cluster",
+})

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 
 from kmot import quantization as _native
-from kmot.compat.tfmot._scopes import custom_scope
+from kmot.compat.tfmot._scopes import WRAPPER, custom_scope, unmatched
 from kmot.compat.tfmot.experimental.combine import Default8BitQuantizeScheme
 from kmot.errors import KmotError
 
@@ -122,3 +122,18 @@ def quantize_scope(*args: dict[str, Any]):
     """tfmot's loading scope: kmot's QAT classes are registered already; dicts passed are
     added as custom objects."""
     return custom_scope(*args)
+
+
+# tfmot's names kmot has no counterpart of: a KmotError naming the native way.
+__getattr__ = unmatched("tfmot.quantization.keras", {
+    "QuantizeWrapper": f"{WRAPPER}; kmot.quantization.is_qat_model(model) tells a QAT model",
+    "QuantizeWrapperV2": f"{WRAPPER}; kmot.quantization.is_qat_model(model) tells a QAT model",
+    "QuantizeLayer": "activations are quantized by kmot.quantization.ActivationQuantizer layers",
+    "QuantizeRegistry": "a kmot.quantization.QuantizeRule per layer: quantize_model(model, "
+                        "config={'layer_name': rule}) or a custom layer's get_quantize_rule()",
+    "QuantizeLayoutTransform": "kmot.quantization.quantize_model plans the graph itself "
+                               "(BatchNorm folding: kmot.quantization.fold_batch_norms)",
+    "quantizers": "a kmot.quantization.QuantizeRule (bits, symmetric, per channel) per layer",
+    "default_8bit": "kmot.quantization.quantize_model (its default scheme is 8-bit)",
+    "default_n_bit": "a kmot.quantization.QuantizeRule per layer",
+})

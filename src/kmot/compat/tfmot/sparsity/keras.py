@@ -11,7 +11,7 @@ import abc
 from typing import Any
 
 from kmot import sparsity as _native
-from kmot.compat.tfmot._scopes import custom_scope
+from kmot.compat.tfmot._scopes import WRAPPER, custom_scope, unmatched
 from kmot.errors import KmotError
 
 __all__ = [
@@ -94,3 +94,12 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
 def prune_scope():
     """tfmot's loading scope: kmot's pruning classes are registered already."""
     return custom_scope()
+
+
+# tfmot's names kmot has no counterpart of: a KmotError naming the native way.
+__getattr__ = unmatched("tfmot.sparsity.keras", {
+    "PruneLowMagnitude": f"{WRAPPER}; kmot.sparsity.strip_pruning(model) removes them",
+    "pruning_wrapper": f"{WRAPPER}; kmot.sparsity.strip_pruning(model) removes them",
+    "prune_registry": "a custom layer's get_prunable_weights() names what to prune",
+    "pruning_callbacks": "kmot.sparsity.UpdatePruningStep and kmot.sparsity.PruningSummaries",
+})
