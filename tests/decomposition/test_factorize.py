@@ -306,6 +306,8 @@ def _small():
     ({"rank": {"d": 13}}, DecompositionError,
      r"Layer 'd' \(Dense\) allows ranks up to 12 \(svd: 12\).*Received: rank\['d'\]=13"),
     ({"rank": 0}, DecompositionError, r"Expected rank to be an int >= 1.*Received: rank=0"),
+    ({"rank": 13}, DecompositionError,
+     r"rank=13 is larger than every factorable layer allows \(up to d: 12, out: 4\).*Received: rank=13"),
     ({"rank": {"d": 0}}, DecompositionError, r"Received: rank\['d'\]=0"),
     ({"rank": 2.5}, DecompositionError, r"Received: rank=2.5"),
     ({"rank": {"nope": 2}}, DecompositionError,

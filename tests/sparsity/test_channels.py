@@ -89,6 +89,36 @@ def test_flatten_then_dense_loses_the_rows_of_a_removed_channel():
     assert _shapes(pruned)["out"][0] == (4 * 4 * 3, 3)
 
 
+def test_subtract_couples_pooling_passes_and_reshape_maps_rows_to_the_dense():
+    i = keras.Input((8, 8, 3))
+    a = L.Conv2D(6, 3, padding="same", name="a")(i)
+    b = L.Conv2D(6, 1, name="b")(i)
+    x = L.MaxPooling2D(name="pool")(L.Subtract()([a, b]))
+    x = L.Reshape((-1,))(L.Conv2D(4, 1, name="c")(x))     # 4x4 positions x 4 channels
+    model = keras.Model(i, L.Dense(3, name="out")(x))
+    group = next(g for g in sparsity.channel_groups(model) if "a" in g.producers)
+    assert set(group.producers) == {"a", "b"} and group.size == 6
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruned = sparsity.prune_channels(model, sparsity=0.5)
+    s = _shapes(pruned)
+    assert s["a"][0][-1] == s["b"][0][-1] == s["c"][0][2] == 3
+    assert s["c"][0][-1] == 2 and s["out"][0] == (4 * 4 * 2, 3)
+    # the output layer's channels stay whole as expected, shown by channel_groups, not
+    # warned about (every classifier would warn)
+    assert not [w for w in caught if "keeps these layers" in str(w.message)]
+    out = next(g for g in sparsity.channel_groups(model) if "out" in g.producers)
+    assert not out.prunable and out.reason == "reaches a model output"
+
+    # the rows the Dense keeps are the removed channels' own: zero channels change nothing
+    model.get_layer("c").kernel.assign(np.concatenate(
+        [np.zeros((1, 1, 6, 2), "float32"), np.ones((1, 1, 6, 2), "float32")], axis=-1))
+    model.get_layer("c").bias.assign(np.array([0, 0, 0.5, -0.5], "float32"))
+    zeroed = sparsity.prune_channels(model, sparsity=0.5, layers="c")
+    x = _images(4, 8, 3)
+    np.testing.assert_allclose(zeroed(x), model(x), atol=1e-5)
+
+
 def test_keras_ops_nodes_couple_like_layers_and_unknown_ops_stay_whole():
     i = keras.Input((8, 8, 3))
     a = L.Conv2D(8, 1, name="a")(i)

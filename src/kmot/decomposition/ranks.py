@@ -107,6 +107,16 @@ def choose(candidates: list[Candidate], criterion: Criterion, *, total_params: i
     """Sets each candidate's `option` (None: left whole, with a `note`)."""
     if criterion.kind == "rank":
         ranks = criterion.value
+        allowed = {c.name: max(f.max_rank for f in c.factorings.values())
+                   for c in candidates if c.factorings}
+        if not isinstance(ranks, dict) and allowed and ranks > max(allowed.values()):
+            # one rank for every layer: a layer too small for it is left whole, but a rank
+            # no layer allows would leave the whole model as it is
+            raise DecompositionError(
+                f"rank={ranks} is larger than every factorable layer allows (up to "
+                f"{', '.join(f'{n}: {r}' for n, r in allowed.items())}). Expected a rank "
+                f"<= {max(allowed.values())}, or rank= as a dict by layer name. Received: "
+                f"rank={ranks}")
         for c in candidates:
             if not c.factorings:
                 continue
