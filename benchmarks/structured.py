@@ -46,10 +46,14 @@ With ``--applications``: keras.applications MobileNetV2 at 96x96 and ResNet50 at
 pruned 30/50/70% by l2: parameters, MACs and the measured float and int8 speed-up
 (int8 by post-training quantization, calibrated).
 
+With ``--every-application``: the ten models of benchmarks/applications.py at
+32x32x3 pruned by l2 at ``--sparsity``: parameters, MACs, channel groups and those
+kept whole, warnings, and whether the pruned model runs to a finite output.
+
     python benchmarks/structured.py [--epochs 15] [--rounds 15] [--variants l2,l2_cosine]
                                     [--finetune-seeds 1,2,3] [--cosine-lr 5e-3]
                                     [--distill-temperature 1] [--distill-alpha 0.5]
-                                    [--applications]
+                                    [--applications | --every-application]
 """
 
 from __future__ import annotations
@@ -218,6 +222,47 @@ def applications(sparsities, rounds: int) -> None:
             }), flush=True)
 
 
+EVERY_APPLICATION = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
+                     "EfficientNetB0", "EfficientNetV2B0", "ResNet50", "DenseNet121",
+                     "NASNetMobile", "ConvNeXtTiny")
+
+
+def every_application(sparsity_level: float) -> None:
+    """The applications benchmark's ten models (32x32x3, weights=None, 10 classes) pruned
+    by l2 channels: parameters and MACs before and after, the layers kept whole, and the
+    largest output of the pruned model on random inputs (it runs, and stays finite)."""
+    import warnings
+
+    import keras
+    import numpy as np
+
+    from kmot import sparsity
+    from kmot.core.cost import macs
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    for name in EVERY_APPLICATION:
+        keras.utils.set_random_seed(0)
+        base = getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None,
+                                                 classes=10)
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            slim = sparsity.prune_channels(base, sparsity=sparsity_level)
+        seconds = time.perf_counter() - start
+        out = keras.ops.convert_to_numpy(slim(x, training=False))
+        groups = sparsity.channel_groups(base)
+        print(json.dumps({
+            "benchmark": "structured", "model": name, "variant": f"l2 {sparsity_level:.0%}",
+            "params": [base.count_params(), slim.count_params()],
+            "params_ratio": round(slim.count_params() / base.count_params(), 3),
+            "macs": [macs(base), macs(slim)], "mac_reduction": round(macs(base) / macs(slim), 2),
+            "groups": len(groups), "groups_kept_whole": sum(not g.prunable for g in groups),
+            "warnings": [str(w.message)[:200] for w in caught],
+            "output_finite": bool(np.isfinite(out).all()), "output_shape": list(out.shape),
+            "prune_seconds": round(seconds, 1),
+        }), flush=True)
+
+
 def gradual(base, x, y, x_test, y_test, args):
     """l2 channel masks ramped over the first epochs of the fine-tuning budget, then removed."""
     import math
@@ -276,7 +321,13 @@ def main() -> None:
                              "speed and int8 come from the first. Default: one run, not reseeded")
     parser.add_argument("--applications", action="store_true",
                         help="only MobileNetV2 (96x96) and ResNet50 (64x64) at 30/50/70%%")
+    parser.add_argument("--every-application", action="store_true",
+                        help="only the structure of the ten keras.applications models at "
+                             "--sparsity (params, MACs, groups; no timing)")
     args = parser.parse_args()
+    if args.every_application:
+        every_application(args.sparsity)
+        return
     if args.applications:
         applications((0.3, 0.5, 0.7), args.rounds)
         return
