@@ -158,3 +158,39 @@ def test_distributed_fine_tune_matches_single_device(backend):
             else:  # centroids and activation ranges, up to float noise
                 np.testing.assert_allclose(distributed[path], value, rtol=1e-3, atol=1e-4,
                                            err_msg=path)
+
+
+_WORKER_JOB = textwrap.dedent("""
+    import json, os, signal
+    import keras, numpy as np
+    from kmot import errors
+    from kmot.export import backend_bridge, to_litert
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    out = {"before": backend_bridge.worker_pid()}
+    first = to_litert(model)
+    out["first"] = backend_bridge.worker_pid()
+    to_litert(model, quantize="int8", representative_data=x)
+    out["second"] = backend_bridge.worker_pid()
+    try:
+        to_litert(model, quantize="int8")
+    except errors.KmotError as err:
+        out["error"] = type(err).__name__
+    out["after_error"] = backend_bridge.worker_pid()
+    os.kill(out["after_error"], signal.SIGKILL)
+    os.waitpid(out["after_error"], 0)
+    out["same_file"] = to_litert(model) == first
+    out["restarted"] = backend_bridge.worker_pid()
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_one_tensorflow_child_serves_every_export_and_a_dead_one_is_replaced():
+    out = _run("jax", _WORKER_JOB)
+    assert out["before"] is None and out["first"] is not None
+    # the second conversion, and a conversion that fails, reuse the same child
+    assert out["first"] == out["second"] == out["after_error"]
+    assert out["error"] == "CalibrationDataError"
+    # killed between conversions, it is started again and writes the same file
+    assert out["same_file"] and out["restarted"] not in (None, out["first"])
