@@ -192,6 +192,8 @@ def test_demo_runs_end_to_end_showing_each_stage_and_epoch(tmp_path, monkeypatch
                           ("pruning-preserving QAT", 1), ("distilling a half-size student", 3)):
         assert [f"{stage}: epoch {i}/{epochs}" for i in range(1, epochs + 1)] == [
             m for m in said if m.startswith(f"{stage}: epoch")], said
+    # not a terminal: each message is a line of the output, with its time
+    assert re.search(r"\[ *\d+\.\d s\] distilling a half-size student: epoch 3/3\n", result.output)
     for name in ("baseline", "ptq_int8", "pruned_80", "channels_50", "clustered_16", "qat_int8",
                  "pqat_int8", "student_int8"):
         assert (tmp_path / f"{name}.tflite").is_file()

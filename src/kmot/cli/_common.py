@@ -20,6 +20,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 import traceback
 import zipfile
 from collections.abc import Iterator
@@ -79,6 +80,24 @@ class _Interrupts:
 
 
 _interrupts = _Interrupts()
+
+
+@contextlib.contextmanager
+def progress_lines(first: str):
+    """A ``progress(message)`` callable: on a terminal, one status line updated in
+    place; elsewhere (a CI log, a pipe) a line per message with the seconds since the
+    start, so a long run shows where it is."""
+    if console.is_terminal:
+        with console.status(Text(first)) as status:
+            yield lambda message: status.update(Text(message))
+        return
+    start = time.monotonic()
+
+    def show(message: str) -> None:
+        console.print(Text(f"[{time.monotonic() - start:6.1f} s] {message}"), soft_wrap=True)
+
+    show(first)
+    yield show
 
 
 def raise_if_interrupted() -> None:

@@ -18,6 +18,7 @@ from kmot.cli._common import (
     check_output_folder,
     console,
     load_npz_inputs,
+    progress_lines,
     raise_if_interrupted,
 )
 
@@ -223,9 +224,9 @@ def demo(
     _load_runtime()
     from kmot.demo import run_demo
 
-    with console.status(Text("starting")) as status:
+    with progress_lines("starting") as progress:
         result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, seed=seed,
-                          progress=lambda message: status.update(Text(message)))
+                          progress=progress)
     console.print(result["gate"].table())
     result["report"].print_table(console)
     console.print(f"report: {out / 'report' / 'report.html'}", soft_wrap=True)
