@@ -80,7 +80,9 @@ def test_an_interrupted_search_resumes_from_its_storage(files, tmp_path):
 
     out = tmp_path / "out"
     url = f"sqlite:///{out / 'study.db'}"
-    worker = _start(files, tmp_path, out, "--trials", "3")
+    # six trials of a few seconds each: several windows with one trial done and the
+    # next running (with three, the search once finished between two polls)
+    worker = _start(files, tmp_path, out, "--trials", "6")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and worker.poll() is None:
         states = [t.state.name for t in _trials(url)]
@@ -93,14 +95,14 @@ def test_an_interrupted_search_resumes_from_its_storage(files, tmp_path):
     first = json.loads((out / "search.json").read_text())
     assert first["interrupted"] is True
     done = [t["number"] for t in first["trials"] if t["state"] == "COMPLETE"]
-    assert 1 <= len(done) < 3
+    assert 1 <= len(done) < 6
 
     result = search(files / "base.keras", tmp_path / "budgets.yaml", data=files / "train.npz",
-                    val=files / "val.npz", out=out, trials=3, space=tmp_path / "space.yaml",
+                    val=files / "val.npz", out=out, trials=6, space=tmp_path / "space.yaml",
                     progress=False)
     trials = _trials(url)
     finished = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(finished) == 3 and not result.interrupted
+    assert len(finished) == 6 and not result.interrupted
     assert {t["number"] for t in result.trials} == {t.number for t in finished}
     # The trials finished before the interrupt are kept, not trained again.
     kept = [e for e in result.candidates if e["trial"] in done]
