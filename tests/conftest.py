@@ -117,6 +117,22 @@ def cli_fresh():
     return run_cli_fresh
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, a worker hands its fault-injection totals to the controller."""
+    from faults import COUNTS
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["fault_counts"] = dict(COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller adds up each xdist worker's fault-injection totals."""
+    from faults import COUNTS
+
+    COUNTS.update(getattr(node, "workeroutput", {}).get("fault_counts", {}))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Prints the fault-injection and fuzz totals (see tests/faults.py), if any ran."""
     from faults import COUNTS
