@@ -10,11 +10,17 @@ result instead of training it again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks; the retry in _storage remains
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -111,16 +117,47 @@ class EpochReporter:
         return Callback()
 
 
+#: What a storage raises when another worker created its tables at the same moment:
+#: SQLAlchemy's "table ... already exists", or the unique version row Optuna's schema
+#: migration inserts ("UNIQUE constraint failed: alembic_version.version_num", or a
+#: server database's "duplicate key").
+_CREATED_MEANWHILE = ("already exists", "UNIQUE constraint failed", "duplicate key")
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str) -> Iterator[None]:
+    """For a SQLite file, an exclusive lock on `<file>.lock` while the storage opens:
+    workers that start together create its schema one after another. Other databases
+    rely on the retry in `_storage`."""
+    path = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
+    if not path or path.startswith(":memory:") or fcntl is None:
+        yield
+        return
+    lock = Path(path.split("?", 1)[0] + ".lock")
+    try:
+        handle = open(lock, "a")  # noqa: SIM115 - held for the block below
+    except OSError:  # a read-only folder: open without the lock, the retry still holds
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _storage(url: str) -> Any:
     import optuna
 
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     for attempt in range(10):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            with _creation_lock(url):
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine)
         except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
-            if "already exists" in str(err) and attempt < 9:  # another worker made the tables
-                time.sleep(0.3 * (attempt + 1))
+            if any(s in str(err) for s in _CREATED_MEANWHILE) and attempt < 9:
+                time.sleep(0.3 * (attempt + 1))  # another worker made the tables: open them
                 continue
             first = str(err).splitlines()[0][:160] if str(err) else ""
             raise SearchError(
