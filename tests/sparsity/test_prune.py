@@ -255,7 +255,7 @@ def test_block_sparsity(digits_data):
 
 
 def test_global_allocation_spares_small_layers(digits_data):
-    x, y = digits_data[0], digits_data[1]
+    x = digits_data[0]
     schedule = sparsity.ConstantSparsity(0.8, 0, frequency=1)
     _, pruned = _digits_pruned(digits_data, schedule, sparsity_allocation="global")
     pruned(x[:32], training=True)
