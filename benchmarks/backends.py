@@ -9,7 +9,16 @@ int8 and the share of test images on which its top-1 class equals the Keras mode
 (parity). `--part speed` prints instead the epoch-time ratio of each wrapped model to
 the plain one, on the 32x32x3 CNN of the training-overhead protocol, epochs
 alternating plain / wrapped so that machine noise hits both alike (wall and CPU
-seconds). Run each backend in its own process:
+seconds).
+
+By default every backend starts from the same point (`--start same`): the baseline's
+initial weights are drawn with NumPy from the seed (Glorot-uniform kernels, zero
+biases, as Keras's defaults) and every epoch visits the training images in an order
+NumPy draws from the seed, so two backends differ only by their arithmetic and by
+kmot's code on them. `--start own` lets each backend draw its own initial weights
+and batch order from the seed (keras.utils.set_random_seed), as a user would: a
+3-seed mean then also carries the seeds' spread (about half a point here).
+Run each backend in its own process:
 
     KERAS_BACKEND=jax python benchmarks/backends.py --part accuracy --seeds 0,1,2
     KERAS_BACKEND=jax python benchmarks/backends.py --part speed
@@ -26,12 +35,18 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import (
     BATCH,
+    FINETUNE_EPOCHS,
     alternating_epochs,
+    compile_for_digits,
     conv_net_32,
     finetune_digits,
     finetune_steps,
     litert_metrics,
 )
+
+
+#: The protocol's baseline epochs (kmot.demo.train_digits_baseline's default).
+BASELINE_EPOCHS = 15
 
 
 def _emit(line: dict) -> None:
@@ -47,24 +62,63 @@ def _schedule(steps: int):
     return sparsity.PolynomialDecay(0.0, 0.8, 0, int(0.7 * steps), frequency=max(1, steps // 20))
 
 
-def accuracy(seed: int) -> None:
+def _numpy_start(model, seed: int) -> None:
+    """Sets `model`'s weights as Keras's default initializers would, drawn with NumPy:
+    the same values on every backend."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for var in model.weights:
+        shape = tuple(var.shape)
+        if len(shape) >= 2:  # a kernel: glorot_uniform
+            field = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            limit = np.sqrt(6.0 / (field * (shape[-2] + shape[-1])))
+            var.assign(rng.uniform(-limit, limit, size=shape).astype("float32"))
+        else:  # a bias
+            var.assign(np.zeros(shape, "float32"))
+
+
+def _fit_in_order(model, x, y, *, epochs: int, seed: int):
+    """`epochs` epochs at the protocol's batch size, each visiting the images in an
+    order NumPy draws from `seed` and the epoch: the same batches on every backend."""
+    import numpy as np
+
+    for epoch in range(epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(x))
+        model.fit(x[order], y[order], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def accuracy(seed: int, start: str) -> None:
     import keras
     import numpy as np
 
     from kmot import clustering, quantization, sparsity
+    from kmot.data import digits, digits_cnn
     from kmot.demo import train_digits_baseline
     from kmot.export import LiteRTModel, inspect, to_litert
 
-    base, (x_train, y_train, x_test, y_test) = train_digits_baseline(seed=seed)
+    if start == "own":
+        base, (x_train, y_train, x_test, y_test) = train_digits_baseline(seed=seed)
+    else:
+        keras.utils.set_random_seed(seed)
+        x_train, y_train, x_test, y_test = digits(seed=seed)
+        base = digits_cnn()
+        _numpy_start(base, seed)
+        _fit_in_order(base, x_train, y_train, epochs=BASELINE_EPOCHS, seed=seed)
 
     def finetune(model):
-        return finetune_digits(model, x_train, y_train, seed)
+        if start == "own":
+            return finetune_digits(model, x_train, y_train, seed)
+        keras.utils.set_random_seed(seed)
+        return _fit_in_order(compile_for_digits(model), x_train, y_train,
+                             epochs=FINETUNE_EPOCHS, seed=seed + 1000)
 
     def row(name, model, **export):
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         content = to_litert(model, **export)
-        line = {"seed": seed, "row": name, **litert_metrics(content, x_test, y_test),
-                "export_s": round(time.perf_counter() - start, 1)}
+        line = {"seed": seed, "start": start, "row": name, **litert_metrics(content, x_test, y_test),
+                "export_s": round(time.perf_counter() - t0, 1)}
         if export or name in ("QAT", "PCQAT"):
             info = inspect(content)
             keras_top = np.argmax(keras.ops.convert_to_numpy(model(x_test, training=False)), -1)
@@ -120,6 +174,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["accuracy", "speed"], default="accuracy")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (accuracy)")
+    parser.add_argument("--start", choices=["same", "own"], default="same",
+                        help="same: NumPy-drawn initial weights and batch order, alike on "
+                             "every backend; own: each backend's seeded RNG (accuracy)")
     parser.add_argument("--samples", type=int, default=1024, help="images per epoch (speed)")
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per model (speed)")
     args = parser.parse_args()
@@ -127,7 +184,7 @@ def main() -> int:
         speed(args.samples, args.rounds)
     else:
         for seed in (int(s) for s in args.seeds.split(",")):
-            accuracy(seed)
+            accuracy(seed, args.start)
     return 0
 
 
