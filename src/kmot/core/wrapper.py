@@ -22,6 +22,15 @@ from kmot.errors import TransformError
 __all__ = ["OptimizedLayer", "weight_key", "weight_keys"]
 
 
+def _readable(variable: keras.Variable):
+    """`variable`'s value as a tensor every op takes. On TensorFlow a copy (ops on a
+    tf.Variable lack .ndim); torch's value is a tensor already, and copying every
+    kernel at every step cost a pass over it forward and backward."""
+    if keras.backend.backend() == "torch":
+        return variable.value
+    return ops.copy(variable.value)
+
+
 def weight_key(layer: keras.layers.Layer, variable: keras.Variable) -> str:
     """The name of `variable` relative to `layer`: ``"kernel"``, ``"sub/kernel"``.
 
@@ -207,7 +216,7 @@ class OptimizedLayer(keras.layers.Wrapper):
         chain = self._index.by_var.get(id(variable))
         if not chain:
             return variable.value
-        value = ops.copy(variable.value)  # a tensor: ops on tf.Variable lack .ndim
+        value = _readable(variable)
         for t in chain:
             value = t(value, training=training)
         return value

@@ -7,6 +7,7 @@ turns into real int8 kernels with exactly the simulated scales.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -23,10 +24,11 @@ _fake_quant = keras.quantizers.fake_quant_with_min_max_vars
 def _fake_quant_tensor(x, lo, hi, num_bits: int):
     """`_fake_quant` of a tensor whose range is not trained (a moving average or fixed).
 
-    On PyTorch, torch's fused ``fake_quantize_per_tensor_affine`` on the same grid
-    (Keras's scale and rounded zero point): Keras's generic version runs about 16
-    element-wise passes over the tensor, forward and backward, to compute gradients
-    for a range nothing trains, and tripled the epoch of a QAT conv net. The
+    On PyTorch, ``_torch_fake_quant`` on the same grid (Keras's scale and rounded
+    zero point), with the range math on torch scalars out of autograd: Keras's
+    generic version runs about 16 element-wise passes over the tensor, forward and
+    backward, to compute gradients for a range nothing trains, and tripled the
+    epoch of a QAT conv net. The
     gradient to `x` is the same straight-through one (zero outside the range);
     values differ at most at exact rounding ties. Not passed on: the gradient to the
     range, which Keras's version sends through a training batch's min and max into
@@ -37,13 +39,54 @@ def _fake_quant_tensor(x, lo, hi, num_bits: int):
     import torch
 
     levels = 2 ** num_bits - 1
-    lo, hi = ops.cast(lo, "float32"), ops.cast(hi, "float32")
-    scale = (hi - lo) / levels
-    zero_point = ops.cast(ops.round(ops.clip(-lo / scale, 0, levels)), "int32")
-    out = torch.fake_quantize_per_tensor_affine(
-        x.float(), torch.reshape(scale, (1,)).detach(), torch.reshape(zero_point, (1,)).detach(),
-        0, levels)
-    return out.to(x.dtype)
+    with torch.no_grad():
+        lo, hi = _torch_float(lo), _torch_float(hi)
+        scale = (hi - lo) / levels
+        zero_point = torch.round(torch.clamp(-lo / scale, 0, levels))
+    xf = x if x.dtype == torch.float32 else x.float()
+    out = _torch_fake_quant().apply(xf, scale, zero_point, levels)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _torch_float(value):
+    """`value` as a float32 torch tensor (a Keras variable's value, a tensor, a float)."""
+    import torch
+
+    value = getattr(value, "value", value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().float()
+    return torch.tensor(float(value), dtype=torch.float32)
+
+
+@functools.cache
+def _torch_fake_quant():
+    """torch's per-tensor fake quantization in five passes over the tensor, forward and
+    backward (torch's own fused op, whose kernel is scalar, took about 1.6x as long).
+
+    Forward: ``(clamp(round(x / scale + zero_point), 0, levels) - zero_point) * scale``,
+    as torch's op computes it; backward: the straight-through gradient, zero where the
+    rounded value fell outside the grid (torch's cached mask). Written as an
+    autograd function so that the mask is one float tensor reused in place.
+    """
+    import torch
+
+    class FakeQuant(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, scale, zero_point, levels):
+            grid = torch.addcmul(zero_point, x, 1.0 / scale)
+            grid.round_()
+            out = grid.clamp(0, levels)
+            inside = grid.eq_(out)  # 1.0 where not clamped, in grid's memory
+            out.sub_(zero_point).mul_(scale)
+            ctx.save_for_backward(inside)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            (inside,) = ctx.saved_tensors
+            return grad * inside, None, None, None
+
+    return FakeQuant
 
 
 def _symmetric_fake_quant(value, bound, num_bits: int, axis: int | None):
@@ -111,13 +154,12 @@ class FakeQuantTransform(WeightTransform):
         self.axis = axis
 
     def _quantize_last_axis(self, value):
-        reduce = tuple(range(len(value.shape) - 1))
-        bound = ops.maximum(ops.max(ops.abs(value), axis=reduce), 1e-8)
+        bound = _abs_max(value, tuple(range(len(value.shape) - 1)))
         return _symmetric_fake_quant(value, bound, self.num_bits, -1)
 
     def __call__(self, value, *, training):
         if self.axis is None:
-            bound = ops.maximum(ops.max(ops.abs(value)), 1e-8)
+            bound = _abs_max(value, None)
             return _symmetric_fake_quant(value, bound, self.num_bits, None)
         if self.axis == DEPTHWISE:
             shape = tuple(value.shape)
@@ -132,6 +174,19 @@ class FakeQuantTransform(WeightTransform):
         return {"num_bits": self.num_bits, "axis": self.axis}
 
 
+def _abs_max(value, axes):
+    """max |value| over `axes` (all with None), at least 1e-8: a weight's grid. On
+    PyTorch out of autograd, as the fused ops take the grid as a constant."""
+    if _is_torch_tensor(value):
+        import torch
+
+        with torch.no_grad():
+            magnitude = value.detach().abs()
+            top = magnitude.amax() if axes is None else magnitude.amax(dim=axes)
+            return top.clamp_(min=1e-8)
+    return ops.maximum(ops.max(ops.abs(value), axis=axes), 1e-8)
+
+
 def _integer_zero_point(lo, hi, num_bits: int):
     """A range on which TensorFlow's FakeQuant and the LiteRT converter agree.
 
@@ -143,13 +198,52 @@ def _integer_zero_point(lo, hi, num_bits: int):
     minimum to be a grid point with an integer zero point, the maximum still
     covered: both then compute the same grid, and the data's extremes are exact.
     """
+    xp = _TorchScalars if _is_torch_tensor(lo) else ops
     levels = 2.0 ** num_bits - 1
-    scale = ops.maximum(hi - lo, 1e-8) / levels
-    zero_point = ops.floor(-lo / scale + 1e-4)  # (+1e-4: an integer computed as k - epsilon)
-    exact = ops.greater_equal(zero_point, 1.0)
-    scale = ops.where(exact, -lo / ops.maximum(zero_point, 1.0), ops.maximum(hi, 1e-8) / levels)
-    zero_point = ops.where(exact, ops.minimum(zero_point, levels), 0.0)
+    scale = xp.maximum(hi - lo, 1e-8) / levels
+    zero_point = xp.floor(-lo / scale + 1e-4)  # (+1e-4: an integer computed as k - epsilon)
+    exact = xp.greater_equal(zero_point, 1.0)
+    scale = xp.where(exact, -lo / xp.maximum(zero_point, 1.0), xp.maximum(hi, 1e-8) / levels)
+    zero_point = xp.where(exact, xp.minimum(zero_point, levels), 0.0)
     return -zero_point * scale, (levels - zero_point) * scale
+
+
+class _TorchScalars:
+    """The keras.ops the range math takes, as torch calls that take Python floats as
+    they are (keras.ops first makes each float a tensor: a few small ops apiece, which
+    added up to a tenth of a QAT step on a small net)."""
+
+    @staticmethod
+    def maximum(a, b):
+        import torch
+
+        return torch.clamp(a, min=b) if isinstance(b, float) else torch.maximum(a, b)
+
+    @staticmethod
+    def minimum(a, b):
+        import torch
+
+        return torch.clamp(a, max=b) if isinstance(b, float) else torch.minimum(a, b)
+
+    @staticmethod
+    def equal(a, b):
+        return a == b
+
+    @staticmethod
+    def greater_equal(a, b):
+        return a >= b
+
+    @staticmethod
+    def floor(a):
+        import torch
+
+        return torch.floor(a)
+
+    @staticmethod
+    def where(condition, a, b):
+        import torch
+
+        return torch.where(condition, a, b)
 
 
 @keras.saving.register_keras_serializable(package="kmot")
@@ -200,27 +294,38 @@ class ActivationQuantizer(keras.layers.Layer):
         tensor LiteRT writes at another tensor's scale), which does not move the
         range; Keras passes the model's `training` to every layer of a graph, so an
         explicit ``training=False`` would not stop it."""
-        lo, hi = self.range_min.value, self.range_max.value
-        if training and observe and self.fixed_range is None:
-            x_lo, x_hi = _min_max(x)
-            batch_lo = ops.minimum(global_min(x_lo), 0.0)  # the whole batch's,
-            batch_hi = ops.maximum(global_max(x_hi), 0.0)  # also under tf.distribute
-            fresh = ops.equal(self.initialized.value, 0.0)
-            d = self.ema_decay
-            lo = ops.where(fresh, batch_lo, d * lo + (1 - d) * batch_lo)
-            hi = ops.where(fresh, batch_hi, d * hi + (1 - d) * batch_hi)
-            self.range_min.assign(lo)
-            self.range_max.assign(hi)
-            self.initialized.assign(1.0)
-        if self.symmetric:
-            bound = ops.maximum(-lo, hi)
-            levels = 2.0 ** (self.num_bits - 1)
-            lo, hi = -bound, bound * (levels - 1) / levels
-        lo, hi = _integer_zero_point(lo, hi, self.num_bits)
+        if _is_torch_tensor(x):
+            import torch
+
+            with torch.no_grad():  # the range trains no weight: no graph for it
+                lo, hi = self._range(x.detach(), training and observe, _TorchScalars)
+        else:
+            lo, hi = self._range(x, training and observe, ops)
         if self._dither is not None:  # see kmot.quantization.rounding_noise_floor
             step = (hi - lo) / (2.0 ** self.num_bits - 1)
             x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step
         return _fake_quant_tensor(x, lo, hi, self.num_bits)
+
+    def _range(self, x, observe: bool, xp):
+        """The grid's ends: the range (moved by `x`'s when observing), made symmetric
+        if asked, with an integer zero point. `xp` does the element-wise math."""
+        lo, hi = self.range_min.value, self.range_max.value
+        if observe and self.fixed_range is None:
+            x_lo, x_hi = _min_max(x)
+            batch_lo = xp.minimum(global_min(x_lo), 0.0)  # the whole batch's,
+            batch_hi = xp.maximum(global_max(x_hi), 0.0)  # also under tf.distribute
+            fresh = xp.equal(self.initialized.value, 0.0)
+            d = self.ema_decay
+            lo = xp.where(fresh, batch_lo, d * lo + (1 - d) * batch_lo)
+            hi = xp.where(fresh, batch_hi, d * hi + (1 - d) * batch_hi)
+            self.range_min.assign(lo)
+            self.range_max.assign(hi)
+            self.initialized.assign(1.0)
+        if self.symmetric:
+            bound = xp.maximum(-lo, hi)
+            levels = 2.0 ** (self.num_bits - 1)
+            lo, hi = -bound, bound * (levels - 1) / levels
+        return _integer_zero_point(lo, hi, self.num_bits)
 
     def compute_output_shape(self, input_shape):
         return input_shape
