@@ -299,8 +299,8 @@ class ActivationQuantizer(keras.layers.Layer):
 
             with torch.no_grad():  # the range trains no weight: no graph for it
                 lo, hi = self._range(x.detach(), training and observe, _TorchScalars)
-        else:
-            lo, hi = self._range(x, training and observe, ops)
+        else:  # (stop_gradient: as on torch, no gradient through the batch's min and max)
+            lo, hi = self._range(ops.stop_gradient(x), training and observe, ops)
         if self._dither is not None:  # see kmot.quantization.rounding_noise_floor
             step = (hi - lo) / (2.0 ** self.num_bits - 1)
             x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step
