@@ -10,11 +10,15 @@ Then, each from that baseline:
 * cluster: `cluster_weights` with 16 clusters, fine-tuned, stripped;
 * QAT: `quantize_model`, fine-tuned, exported with `to_litert` in strict int8
   (it fails when any compute op between input and output stays float), then
-  the Keras model and the file are compared on the test images: argmax agreement,
-  beside the model's rounding noise floor (its agreement with itself when every
-  activation quantizer rounds at random: `kmot.quantization.rounding_noise_floor`).
+  the Keras model and the file are compared on the test images: argmax agreement
+  under LiteRT's builtin kernels (`kmot.export.parity`) and under its default
+  XNNPACK kernels, beside the file's agreement with itself across those two kernel
+  sets (`kmot.export.kernel_agreement`: how far the runtime's own int8 rounding
+  moves this model's decisions) and, with ``--noise-floor``, the model's rounding
+  noise floor (`kmot.quantization.rounding_noise_floor`).
 
-Prints one JSON line per model (what failed and why, if anything) and a summary.
+Prints one JSON line per model (what failed and why, if anything; where the seconds
+went) and a summary. Models run two at a time, each in its own process (``--jobs``).
 
     python benchmarks/applications.py [--models MobileNetV3Small ...] [--epochs 2]
 """
@@ -103,11 +107,26 @@ def _step(row: dict, key: str, fn) -> object:
     return result
 
 
-def run(name: str, data, epochs: int, finetune_epochs: int) -> dict:
+class _Clock:
+    """Seconds of each part of a step, for the row (where the time goes)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 1)
+        self._last = now
+
+
+def run(name: str, data, epochs: int, finetune_epochs: int, noise_floor: bool) -> dict:
     import keras
 
     from kmot import clustering, quantization, sparsity
-    from kmot.export import inspect, parity, to_litert
+    import numpy as np
+
+    from kmot.export import LiteRTModel, inspect, kernel_agreement, parity, to_litert
 
     x, y, x_test, y_test = data = _data(name, data)
     keras.utils.set_random_seed(0)
@@ -139,22 +158,34 @@ def run(name: str, data, epochs: int, finetune_epochs: int) -> dict:
     def qat():
         import warnings
 
+        clock = _Clock()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = quantization.quantize_model(base)
         left_float = [str(w.message) for w in caught if "stay float" in str(w.message)]
+        clock.lap("wrap")
         model = _fit(model, x, y, finetune_epochs, lr=QAT_LR)
         figures = {"keras_accuracy": _accuracy(model, x_test, y_test), "left_float": left_float}
+        clock.lap("fit")
         try:
             content = to_litert(model)  # strict: every compute op int8, or it fails
         except Exception as err:  # noqa: BLE001 - report which ops stay float
             loose = inspect(to_litert(model, allow_float_fallback=True))
             floats = sorted({op.name for op in loose.float_ops_between_io()})
             raise RuntimeError(f"not fully int8: float ops {floats}; {str(err)[:300]}") from err
+        clock.lap("convert")
         info = inspect(content)
-        report = parity(model, content, x_test, num_samples=len(x_test))
-        floor = quantization.rounding_noise_floor(model, x_test, trials=3)
-        figures.update({"fully_int8": info.float_ops_between_io() == [], "ops": len(info.ops),
+        report = parity(model, content, x_test, num_samples=len(x_test))  # builtin kernels
+        keras_argmax = model.predict(x_test, verbose=0, batch_size=BATCH).argmax(-1)
+        xnnpack_argmax = LiteRTModel(content).predict(x_test).argmax(-1)
+        kernels = kernel_agreement(content, x_test, num_samples=len(x_test))
+        clock.lap("parity")
+        floor = (quantization.rounding_noise_floor(model, x_test, trials=3) if noise_floor
+                 else [])
+        clock.lap("noise_floor")
+        figures.update({"step_seconds": clock.laps,
+                        "argmax_agreement_xnnpack": round(float(np.mean(keras_argmax == xnnpack_argmax)), 4),
+                        "kernel_agreement": round(kernels, 4), "fully_int8": info.float_ops_between_io() == [], "ops": len(info.ops),
                         "int8_bytes": info.size_bytes,
                         "argmax_agreement": round(report.argmax_agreement, 4),
                         "rounding_noise_floor": [round(a, 4) for a in floor]})
@@ -164,6 +195,9 @@ def run(name: str, data, epochs: int, finetune_epochs: int) -> dict:
     _step(row, "cluster", cluster)
     _step(row, "qat", qat)
     row["seconds"] = round(time.perf_counter() - start, 1)
+    import resource
+
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return row
 
 
@@ -172,7 +206,8 @@ def _run_isolated(name: str, args) -> dict:
     import subprocess
 
     command = [sys.executable, __file__, "--one", name, "--epochs", str(args.epochs),
-               "--finetune-epochs", str(args.finetune_epochs)]
+               "--finetune-epochs", str(args.finetune_epochs)] + (
+                   ["--noise-floor"] if args.noise_floor else [])
     result = subprocess.run(command, capture_output=True, text=True)
     rows = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode or not rows:
@@ -187,30 +222,57 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--epochs", type=int, default=5, help="baseline epochs")
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="models run at once, each in its own process (much of a model's "
+                             "time is single-threaded graph building and conversion)")
+    parser.add_argument("--noise-floor", action="store_true",
+                        help="also measure the QAT model's rounding noise floor (three more "
+                             "traced passes of the Keras model per model)")
     parser.add_argument("--one", choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1. Received: {args.jobs}")
+    start = time.perf_counter()
 
     if args.one:
         from kmot.data import digits
 
         print(json.dumps(run(args.one, digits(image_size=32, channels=3), args.epochs,
-                             args.finetune_epochs)), flush=True)
+                             args.finetune_epochs, args.noise_floor)), flush=True)
         return
     passed, failed = [], {}
-    for name in args.models:
-        row = _run_isolated(name, args)
-        print(json.dumps(row), flush=True)
-        qat = row.get("qat", {})
-        steps_ok = all(row.get(k, {}).get("ok") for k in ("baseline", "prune", "cluster", "qat"))
-        if steps_ok and qat.get("fully_int8") and qat.get("argmax_agreement", 0) >= 0.99:
-            passed.append(name)
-        else:
-            failed[name] = {k: row[k].get("error", row[k]) for k in ("baseline", "prune", "cluster", "qat")
-                            if k in row and not (row[k].get("ok") and (k != "qat" or (
-                                row[k].get("fully_int8") and row[k].get("argmax_agreement", 0) >= 0.99)))}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each model in its own child
+        rows = pool.map(lambda name: _run_isolated(name, args), args.models)
+        for name, row in zip(args.models, rows):  # in the order asked, as each is ready
+            print(json.dumps(row), flush=True)
+            _judge(name, row, passed, failed)
     print(json.dumps({"benchmark": "applications_summary",
                       "fully_int8_with_parity": f"{len(passed)} of {len(args.models)}",
-                      "passed": passed, "failed": failed}), flush=True)
+                      "passed": passed, "failed": failed,
+                      "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+
+
+AGREEMENT = 0.99  # the acceptance: Keras-vs-LiteRT argmax agreement
+
+
+def _step_passed(key: str, step: dict) -> bool:
+    if key != "qat":
+        return bool(step.get("ok"))
+    return bool(step.get("ok") and step.get("fully_int8")
+                and step.get("argmax_agreement", 0) >= AGREEMENT)
+
+
+def _judge(name: str, row: dict, passed: list, failed: dict) -> None:
+    """Files the model under passed (every step ran, QAT fully int8 with agreement
+    >= 99%) or under failed, with the steps that did not and why."""
+    missing = {key: row[key].get("error", row[key]) for key in ("baseline", "prune", "cluster", "qat")
+               if key in row and not _step_passed(key, row[key])}
+    if missing or "qat" not in row:
+        failed[name] = missing
+    else:
+        passed.append(name)
 
 
 if __name__ == "__main__":

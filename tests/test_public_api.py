@@ -17,7 +17,7 @@ PUBLIC = {
     "export": ["DEFAULT_NUM_SAMPLES", "TARGETS", "CheckReport", "InputSpec", "LayerError",
                "LayerParity", "LiteRTModel", "ModelInspection", "ParityReport", "PatternCheck",
                "QUANTIZE_MODES", "QuantizationErrorReport",
-               "calibration_samples", "check_compatibility", "check_tflite_pattern", "input_specs", "inspect", "load_model", "parity",
+               "calibration_samples", "check_compatibility", "check_tflite_pattern", "input_specs", "inspect", "kernel_agreement", "load_model", "parity",
                "quantization_error", "to_litert", "to_onnx", "to_saved_model", "write_atomic"],
     "data": ["digits", "digits_cnn", "mnist1d"],
     "decomposition": ["DEFAULT_ENERGY", "METHODS", "DecompositionError", "FactorizationSummary",

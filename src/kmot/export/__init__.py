@@ -10,7 +10,7 @@ from kmot.export.inspect import ModelInspection, inspect
 from kmot.export.layer_error import LayerError, QuantizationErrorReport, quantization_error
 from kmot.export.litert import QUANTIZE_MODES, load_model, to_litert, write_atomic
 from kmot.export.onnx import to_onnx
-from kmot.export.parity import LayerParity, ParityReport, parity
+from kmot.export.parity import LayerParity, ParityReport, kernel_agreement, parity
 from kmot.export.patterns import PatternCheck, check_tflite_pattern
 from kmot.export.runtime import LiteRTModel
 from kmot.export.saved_model import to_saved_model
@@ -36,6 +36,7 @@ __all__ = [
     "inspect",
     "load_model",
     "parity",
+    "kernel_agreement",
     "quantization_error",
     "to_litert",
     "to_onnx",

@@ -11,11 +11,12 @@ import numpy as np
 
 from kmot.core import OptimizedLayer
 from kmot.core.selection import walk_layers
+from kmot.errors import ConversionError
 from kmot.export.calibration import calibration_samples, input_specs
 from kmot.export.naming import layers_of_tensor
 from kmot.export.runtime import LiteRTModel
 
-__all__ = ["parity", "ParityReport", "LayerParity"]
+__all__ = ["parity", "kernel_agreement", "ParityReport", "LayerParity"]
 
 
 @dataclass(frozen=True)
@@ -142,3 +143,45 @@ def parity(
         rmse=float(np.sqrt(np.mean(err**2))),
         layers=tuple(rows),
     )
+
+
+def kernel_agreement(
+    tflite: str | os.PathLike | bytes,
+    data: Any,
+    *,
+    kernels: tuple[str, str] = ("default", "builtin"),
+    num_samples: int = 500,
+) -> float:
+    """Argmax agreement of one `.tflite` file with itself under two LiteRT kernel sets.
+
+    LiteRT's kernel sets (XNNPACK, its own optimized and its reference kernels)
+    round int8 arithmetic differently. On a model that decides many inputs on
+    near-ties, the same file then gives different answers on different runtimes:
+    this is the ceiling any Keras-vs-LiteRT `parity` can be read against, since no
+    simulation can agree with both kernel sets better than they agree together.
+
+    Args:
+        tflite: the LiteRT file (path or bytes).
+        data: an array, or a list of arrays (one per input), with a batch axis.
+        kernels: the two kernel sets compared (see `LiteRTModel`).
+        num_samples: how many inputs to use at most.
+
+    Returns:
+        The fraction of inputs (0 to 1) on which both give the same argmax.
+
+    Example:
+        >>> kernel_agreement("model.tflite", x_test)   # doctest: +SKIP
+        0.982
+    """
+    first = LiteRTModel(tflite, kernels=kernels[0])
+    arrays = first._as_list(data)
+    n = len(arrays[0])
+    if n == 0:
+        raise ConversionError("kernel_agreement needs at least one input. Received: an empty array")
+    picked = np.unique(np.linspace(0, n - 1, min(n, num_samples)).astype(int))
+    x = [np.asarray(a)[picked] for a in arrays]
+    answers = []
+    for runner in (first, LiteRTModel(tflite, kernels=kernels[1])):
+        out = runner.predict(x)
+        answers.append(np.argmax(out[0] if isinstance(out, list) else out, axis=-1))
+    return float(np.mean(answers[0] == answers[1]))

@@ -58,6 +58,12 @@ class LiteRTModel:
     Args:
         model: a ``.tflite`` path or the flatbuffer bytes.
         num_threads: interpreter threads (None: the runtime's default).
+        preserve_all_tensors: keep every intermediate tensor readable (for
+            numerics; implies ``kernels="builtin"``, since a delegate fuses tensors away).
+        kernels: which of LiteRT's kernel sets runs the ops: ``"default"`` (XNNPACK
+            where it applies, as deployed on CPU), ``"builtin"`` (LiteRT's own
+            optimized kernels, no delegate) or ``"reference"`` (its reference kernels,
+            the arithmetic microcontroller runtimes follow). Their int8 rounding differs.
 
     Example:
         >>> runner = LiteRTModel("model.tflite")  # doctest: +SKIP
@@ -70,17 +76,25 @@ class LiteRTModel:
         *,
         num_threads: int | None = None,
         preserve_all_tensors: bool = False,
+        kernels: str = "default",
     ):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        resolvers = {"default": OpResolverType.AUTO,
+                     "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                     "reference": OpResolverType.BUILTIN_REF}
+        if kernels not in resolvers:
+            raise ConversionError(
+                f"Unknown LiteRT kernel set {kernels!r}. Expected one of {sorted(resolvers)}. "
+                f"Received: kernels={kernels!r}"
+            )
+        if preserve_all_tensors and kernels == "default":
+            kernels = "builtin"  # for numerics: no delegate may fuse tensors away
         content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
         self.content = bytes(content)
-        kwargs: dict[str, Any] = {}
-        if preserve_all_tensors:  # for debugging numerics: no delegate may fuse tensors away
-            kwargs = {
-                "experimental_preserve_all_tensors": True,
-                "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            }
+        kwargs: dict[str, Any] = {"experimental_op_resolver_type": resolvers[kernels]}
+        if preserve_all_tensors:
+            kwargs["experimental_preserve_all_tensors"] = True
         try:
             self.interpreter = Interpreter(
                 model_content=self.content, num_threads=num_threads, **kwargs
