@@ -156,9 +156,12 @@ def kernel_agreement(
 
     LiteRT's kernel sets (XNNPACK, its own optimized and its reference kernels)
     round int8 arithmetic differently. On a model that decides many inputs on
-    near-ties, the same file then gives different answers on different runtimes:
-    this is the ceiling any Keras-vs-LiteRT `parity` can be read against, since no
-    simulation can agree with both kernel sets better than they agree together.
+    near-ties, the same file then gives different answers on different runtimes,
+    and this bounds what any Keras-vs-LiteRT `parity` can reach: an input on which
+    the two kernel sets disagree is one on which the Keras model disagrees with at
+    least one of them, so its agreements ``a`` and ``b`` with the two obey
+    ``a + b <= 1 + k`` for a kernel agreement ``k``. Below ``k = 0.98`` no
+    simulation agrees with both at 0.99.
 
     Args:
         tflite: the LiteRT file (path or bytes).
