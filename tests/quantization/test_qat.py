@@ -475,3 +475,33 @@ def test_the_weight_fake_quant_is_kerass_on_every_backend():
             t = torch.tensor(w, requires_grad=True)
             FakeQuantTransform(axis=axis)(t, training=True).sum().backward()
             assert np.array_equal(t.grad.numpy(), np.ones_like(w))
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_the_activation_grid_has_an_integer_zero_point_and_covers_the_range(bits):
+    """The grid LiteRT and FakeQuant both compute: its minimum is a grid point at an
+    integer zero point, it covers the range (a minimum less than a step below 0 is
+    clipped to 0, the grid starting there), and its step grows by at most 1/zero-point."""
+    from kmot.quantization.quantizers import _integer_zero_point
+
+    rng = np.random.default_rng(0)
+    ranges = [(-1.0, 1.0), (0.0, 6.0), (-6.0, 0.0), (0.0, 0.0), (-3.0, 5.0), (-1e-9, 1e-9),
+              (-1e-3, 40.0), (-40.0, 1e-3), (0.0, 255 / 256)]
+    ranges += [(-float(a), float(b)) for a, b in rng.exponential(3.0, size=(40, 2))]
+    levels = 2.0**bits - 1
+    for lo, hi in ranges:
+        got = _integer_zero_point(keras.ops.convert_to_tensor(np.float32(lo)),
+                                  keras.ops.convert_to_tensor(np.float32(hi)), bits)
+        g_lo, g_hi = (float(keras.ops.convert_to_numpy(v)) for v in got)
+        step = (g_hi - g_lo) / levels
+        zero_point = -g_lo / step
+        assert abs(zero_point - round(zero_point)) < 1e-3 * max(1.0, zero_point), (lo, hi, got)
+        assert 0 <= round(zero_point) <= levels
+        tolerance = 1e-6 * max(abs(lo), abs(hi), 1e-8)
+        assert g_lo <= lo + step + tolerance and g_hi >= hi - tolerance, (lo, hi, g_lo, g_hi)
+        wanted = max(hi - lo, 1e-8) / levels
+        if round(zero_point) >= 1:
+            assert step <= wanted * (1 + 1 / round(zero_point)) * (1 + 1e-5), (lo, hi, step)
+            assert abs(g_lo - lo) <= tolerance  # the data's minimum stays exact
+        else:
+            assert g_lo == 0.0 and abs(g_hi - max(hi, 1e-8)) <= tolerance
