@@ -35,6 +35,16 @@ def _head(h):
     return keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(h))
 
 
+def _pool_branches(x):
+    """InceptionV3's first mixed block: a max pool read by a conv and an average pool."""
+    pooled = keras.layers.MaxPooling2D(2, strides=1)(
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x))
+    return keras.layers.Concatenate()([
+        keras.layers.Conv2D(4, 1, activation="relu")(pooled),
+        keras.layers.Conv2D(4, 1, activation="relu")(
+            keras.layers.AveragePooling2D(3, strides=1, padding="same")(pooled))])
+
+
 # Each listed layer type, in a small digits model, trained and converted.
 LAYER_CASES = {
     "Conv2D": lambda x: keras.layers.Conv2D(8, 3, activation="relu")(x),
@@ -73,6 +83,7 @@ LAYER_CASES = {
     "Dense on 4-D+gelu": lambda x: keras.layers.Dense(8, activation="gelu")(
         keras.layers.Conv2D(8, 3)(x)),
     "swish": lambda x: keras.layers.Conv2D(8, 3, activation="swish")(x),
+    "MaxPooling into a conv and an AveragePooling": _pool_branches,
 }
 
 

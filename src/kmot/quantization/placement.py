@@ -92,6 +92,25 @@ def _onto_one_grid(tensors: list) -> list:
             for t, q in zip(tensors, grids)]
 
 
+def _on_its_grid(tensor):
+    """The input of an op that writes at its input's scale (AVERAGE_POOL_2D), on its
+    grid explicitly when it reaches it through ops that keep a scale (a max pool).
+
+    Without it, where that max pool's output also feeds other layers (InceptionV3's
+    first mixed block: three 1x1 convs and an average pool), the converter takes
+    the average pool's output range back onto the max pool's output for that use
+    only, and runs the other consumers in float. The quantizer is the upstream
+    one, not observing: on values already on its grid it changes nothing.
+    """
+    if not keras.utils.is_keras_tensor(tensor) or "float" not in str(tensor.dtype):
+        return tensor
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or isinstance(history.operation, ActivationQuantizer):
+        return tensor
+    upstream = _upstream_quantizer(tensor)
+    return tensor if upstream is None else upstream(tensor, observe=False)
+
+
 def place_quantizers(model, rules, split, fused, *, quantize_activations):
     top_inputs = {t.name for t in model.inputs}
     input_quantizers: dict[str, Any] = {}
@@ -208,6 +227,8 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
         if is_concatenation(layer) and rule.output == "requantize" and args \
                 and isinstance(args[0], (list, tuple)):
             args = (_onto_one_grid(list(args[0])), *args[1:])
+        if rule.output == "same" and args:
+            args = (_on_its_grid(args[0]), *args[1:])
         out = layer(*args, **kwargs)
         if name in split:
             act = split[name]
