@@ -1,7 +1,9 @@
 """keras.applications models through pruning, clustering and QAT, to fully int8 LiteRT.
 
-Each model is built with ``weights=None, classes=10`` at 32x32x3 and trained
-briefly on the bundled digits upscaled to 32x32x3, scaled to 0-255 and passed
+Each model is built with ``weights=None, classes=10`` at 32x32x3 (the
+extra models Xception and InceptionV3 at 72 and 80, their smallest sizes being
+above 32; ``--models`` names the extras, see `EXTRA_MODELS`) and trained
+briefly on the bundled digits upscaled to that size, scaled to 0-255 and passed
 through the model's own ``preprocess_input`` (BatchNormalization momentum 0.9,
 so that a few hundred steps give inference outputs that are not degenerate).
 Then, each from that baseline:
@@ -38,6 +40,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 MODELS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0",
           "EfficientNetV2B0", "ResNet50", "DenseNet121", "NASNetMobile", "ConvNeXtTiny")
+#: Run only when named (``--models``): other layer mixes (pre-activation
+#: BatchNormalization, SeparableConv2D stems, BatchNormalization without scale).
+EXTRA_MODELS = ("ResNet50V2", "VGG16", "Xception", "InceptionV3", "EfficientNetV2B1")
+#: The input size, where the model's smallest is above 32 (a multiple of 8: the
+#: digits upscale by a whole factor).
+_SIZE = {"Xception": 72, "InceptionV3": 80}
 BATCH = 64
 #: The order models start in: the slowest first, so that the two workers finish
 #: together, and NASNetMobile (the longest, about 14 GB at its peak) beside the small
@@ -51,14 +59,18 @@ _PREPROCESS = {  # the module whose preprocess_input each model expects (identit
     "MobileNet": "mobilenet", "MobileNetV2": "mobilenet_v2", "MobileNetV3Small": "mobilenet_v3",
     "MobileNetV3Large": "mobilenet_v3", "EfficientNetB0": "efficientnet",
     "EfficientNetV2B0": "efficientnet_v2", "ResNet50": "resnet50", "DenseNet121": "densenet",
-    "NASNetMobile": "nasnet", "ConvNeXtTiny": "convnext",
+    "NASNetMobile": "nasnet", "ConvNeXtTiny": "convnext", "ResNet50V2": "resnet_v2",
+    "VGG16": "vgg16", "Xception": "xception", "InceptionV3": "inception_v3",
+    "EfficientNetV2B1": "efficientnet_v2",
 }
 
 
 def _build(name: str):
     import keras
 
-    model = getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None, classes=10)
+    size = _SIZE.get(name, 32)
+    model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None,
+                                              classes=10)
     for layer in model.layers:
         # A few hundred steps leave BatchNormalization's moving statistics (momentum
         # 0.99) near their initial values, and inference outputs degenerate.
@@ -231,7 +243,9 @@ def _run_isolated(name: str, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS),
+                        choices=MODELS + EXTRA_MODELS,
+                        help=f"default: the ten; also: {', '.join(EXTRA_MODELS)}")
     parser.add_argument("--epochs", type=int, default=5, help="baseline epochs")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2,
@@ -240,7 +254,7 @@ def main() -> None:
     parser.add_argument("--noise-floor", action="store_true",
                         help="also measure the QAT model's rounding noise floor (three more "
                              "traced passes of the Keras model per model)")
-    parser.add_argument("--one", choices=MODELS, help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=MODELS + EXTRA_MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1. Received: {args.jobs}")
@@ -249,14 +263,15 @@ def main() -> None:
     if args.one:
         from kmot.data import digits
 
-        print(json.dumps(run(args.one, digits(image_size=32, channels=3), args.epochs,
+        data = digits(image_size=_SIZE.get(args.one, 32), channels=3)
+        print(json.dumps(run(args.one, data, args.epochs,
                              args.finetune_epochs, args.noise_floor)), flush=True)
         return
     passed, failed = [], {}
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each model in its own child
-        order = sorted(args.models, key=_START_ORDER.index)
+        order = sorted(args.models, key=(_START_ORDER + EXTRA_MODELS).index)
         futures = {name: pool.submit(_run_isolated, name, args) for name in order}
         for name in args.models:  # in the order asked, as each is ready
             row = futures[name].result()
