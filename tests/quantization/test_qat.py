@@ -256,7 +256,9 @@ def test_qat_model_resumes_from_keras_file(digits_data, tmp_path):
     assert ranges(loaded) == ranges(qat)
     np.testing.assert_allclose(loaded.predict(x[:32], verbose=0), qat.predict(x[:32], verbose=0), atol=1e-6)
     loaded.compile(keras.optimizers.Adam(1e-3), LOSS)
-    loaded.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    # 3 epochs, as the layer cases: after 1, this net decided 4 of the 397 test images
+    # on ties int8 rounding flips (agreement 0.9899 on jax, on one machine's CPU)
+    loaded.fit(x, y, batch_size=64, epochs=3, verbose=0)
     _check_int8(loaded, digits_data[2])
 
 
