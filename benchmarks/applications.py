@@ -22,8 +22,8 @@ Then, each from that baseline:
   ``--noise-floor``, the model's rounding noise floor
   (`kmot.quantization.rounding_noise_floor`).
 
-Prints one JSON line per model (what failed and why, if anything; where the seconds
-went) and a summary. Models run two at a time, each in its own process (``--jobs``).
+Prints one JSON line per model as it finishes (what failed and why, if anything;
+where the seconds went) and a summary. Models run two at a time, each in its own process (``--jobs``).
 
     python benchmarks/applications.py [--models MobileNetV3Small ...] [--epochs 2]
 """
@@ -270,15 +270,16 @@ def main() -> None:
                              args.finetune_epochs, args.noise_floor)), flush=True)
         return
     passed, failed = [], {}
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each model in its own child
         order = sorted(args.models, key=(_START_ORDER + EXTRA_MODELS).index)
-        futures = {name: pool.submit(_run_isolated, name, args) for name in order}
-        for name in args.models:  # in the order asked, as each is ready
-            row = futures[name].result()
+        futures = {pool.submit(_run_isolated, name, args): name for name in order}
+        for future in as_completed(futures):  # each row as soon as its model is done
+            name, row = futures[future], future.result()
             print(json.dumps(row), flush=True)
             _judge(name, row, passed, failed)
+    passed.sort(key=args.models.index)
     print(json.dumps({"benchmark": "applications_summary",
                       "fully_int8_with_parity": f"{len(passed)} of {len(args.models)}",
                       "passed": passed, "failed": failed,
