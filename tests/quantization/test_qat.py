@@ -546,36 +546,3 @@ def test_the_input_quantizer_rounds_ties_as_litert_quantize_does():
     ties = np.abs(np.abs(x / step) % 1 - 0.5) < 1e-3
     assert ties.mean() > 0.05  # the data has ties to break
     np.testing.assert_allclose(simulated, codes, atol=1e-3 * step)
-
-
-def test_the_keras_model_computes_the_int32_biases_the_file_holds(digits_data):
-    """LiteRT stores a conv's or a dense layer's bias as int32 in steps of its input's
-    scale times its kernel's; the QAT model adds the same values, not the float bias
-    (up to half a step apart, which flips outputs near a rounding tie)."""
-    from kmot.quantization.bias import BiasQuantTransform
-
-    x, y, _, _ = digits_data
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((8, 8, 1), name="image")
-    conv = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
-    depthwise = keras.layers.DepthwiseConv2D(3, name="depthwise")(conv)
-    qat = _train_qat(keras.Model(inp, keras.layers.Dense(10, name="logits")(
-        keras.layers.Flatten()(depthwise))), x[:512], y[:512], epochs=1)
-    wrappers = {w.layer.name: w for w in find_wrappers(qat)}
-    assert all(isinstance(wrappers[n].transforms["bias"][-1], BiasQuantTransform)
-               for n in ("conv", "depthwise", "logits"))
-    content = to_litert(qat)
-    info = inspect(content)
-    values = LiteRTModel(content, preserve_all_tensors=True).run_keeping_tensors(x[:2])
-    kinds = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "logits": "FULLY_CONNECTED"}
-    for name, kind in kinds.items():
-        [op] = [op for op in info.ops if op.name == kind]
-        bias = op.inputs[2]
-        steps = np.asarray(bias.scales)
-        stored = values[bias.index]  # int32 codes where per channel, dequantized where not
-        stored = stored * steps if stored.dtype.kind == "i" else stored
-        wrapper = wrappers[name]
-        simulated = keras.ops.convert_to_numpy(wrapper.transformed_value(wrapper.layer.bias))
-        raw = keras.ops.convert_to_numpy(wrapper.layer.bias.value)
-        assert np.max(np.abs(simulated - stored) / steps) < 1e-3, name
-        assert np.max(np.abs(raw - stored) / steps) > 0.05, name  # the float bias is off grid

@@ -222,18 +222,6 @@ def _as_quantize_rounds(x, lo, hi, num_bits: int):
     return ops.cast(ops.clip(steps, -zero_point, levels - zero_point) * scale, x.dtype)
 
 
-def _as_pool_rounds(x, lo, hi, num_bits: int):
-    """`x`, a mean of values on the grid [lo, hi], rounded as LiteRT's int8
-    AVERAGE_POOL_2D rounds the mean of its codes: to nearest, ties away from code 0.
-    (A mean of n codes is a multiple of 1/n: ``1e-3`` of a step is float error.)"""
-    levels = 2.0 ** num_bits - 1
-    half = 2.0 ** (num_bits - 1)
-    scale = _stored_scale(lo, hi, levels)
-    codes = (ops.cast(x, "float32") - lo) / scale - half
-    codes = ops.sign(codes) * ops.floor(ops.abs(codes) + (0.5 + 1e-3))
-    return ops.cast((ops.clip(codes, -half, half - 1) + half) * scale + lo, x.dtype)
-
-
 def _stored_scale(lo, hi, levels: float):
     """The scale the converter writes for the grid [lo, hi]: ``(hi - lo) / levels`` in
     double, then float32. (In float32, a traced graph divides by the constant as a
@@ -343,13 +331,11 @@ class ActivationQuantizer(keras.layers.Layer):
         self.initialized = self.add_weight(name="initialized", shape=(), trainable=False,
                                            initializer="zeros")
 
-    def call(self, x, training=None, observe=True, ties=None):
+    def call(self, x, training=None, observe=True):
         """`x` on the range's grid. ``observe=False``: a second use of this grid (a
         tensor LiteRT writes at another tensor's scale), which does not move the
         range; Keras passes the model's `training` to every layer of a graph, so an
-        explicit ``training=False`` would not stop it. ``ties="code"``: `x` is a
-        mean of values on this grid (an average pool's output), whose ties LiteRT's
-        AVERAGE_POOL_2D breaks away from int8 code 0 (FakeQuant: up)."""
+        explicit ``training=False`` would not stop it."""
         if _is_torch_tensor(x):
             import torch
 
@@ -361,11 +347,9 @@ class ActivationQuantizer(keras.layers.Layer):
             step = (hi - lo) / (2.0 ** self.num_bits - 1)
             x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step
         out = _fake_quant_tensor(x, lo, hi, self.num_bits)
-        if traced_for_converter() or not (ties == "code" or self.float_input):
-            return out
-        rounded = (_as_pool_rounds if ties == "code" else _as_quantize_rounds)(
-            x, lo, hi, self.num_bits)
-        return out + ops.stop_gradient(rounded - out)
+        if self.float_input and not traced_for_converter():
+            out = out + ops.stop_gradient(_as_quantize_rounds(x, lo, hi, self.num_bits) - out)
+        return out
 
     def _range(self, x, observe: bool, xp):
         """The grid's ends: the range (moved by `x`'s when observing), made symmetric
