@@ -518,31 +518,3 @@ def test_the_activation_grid_has_an_integer_zero_point_and_covers_the_range(bits
             assert abs(g_lo - lo) <= tolerance  # the data's minimum stays exact
         else:
             assert g_lo == 0.0 and abs(g_hi - max(hi, 1e-8)) <= tolerance
-
-
-def test_the_input_quantizer_rounds_ties_as_litert_quantize_does():
-    """Discrete inputs (pixels through preprocessing) land on exact rounding ties of
-    the input grid; the Keras model must break them as the file's QUANTIZE does
-    (``x / scale``, ties away from zero), not as FakeQuant (``x - min``, ties up).
-    The file keeps one QUANTIZE and nothing else in float at the input."""
-    rng = np.random.default_rng(0)
-    x = (rng.integers(0, 17, (256, 16)) / 8.0 - 1.0).astype("float32")  # 17 levels on [-1, 1]
-    inputs = keras.Input((16,))
-    model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
-    qat = quantize_model(model)
-    qat.compile(keras.optimizers.Adam(1e-3), "mse")
-    qat.fit(x, np.zeros((256, 4)), batch_size=256, epochs=1, verbose=0)
-    quantizer = next(layer for layer in qat.layers if isinstance(layer, ActivationQuantizer))
-    assert quantizer.float_input
-    simulated = keras.Model(qat.inputs, quantizer.output).predict(x, verbose=0)
-
-    content = to_litert(qat)
-    info = inspect(content)
-    assert info.float_ops_between_io() == [] and [op.kind for op in info.ops].count("quantize") == 1
-    quantize = next(op for op in info.ops if op.kind == "quantize")
-    codes = LiteRTModel(content, preserve_all_tensors=True).run_keeping_tensors(x)[
-        quantize.outputs[0].index]
-    step = (quantizer.summaries()["range_max"] - quantizer.summaries()["range_min"]) / 255
-    ties = np.abs(np.abs(x / step) % 1 - 0.5) < 1e-3
-    assert ties.mean() > 0.05  # the data has ties to break
-    np.testing.assert_allclose(simulated, codes, atol=1e-3 * step)

@@ -15,7 +15,6 @@ from kmot.core.kernels import (
 from kmot.core.rewrite import effective_weights, find_wrappers, simulations, strip
 from kmot.core.selection import LayerSelector, make_predicate, walk_layers, walk_operations
 from kmot.core.summaries import TransformSummaries, collect_summaries
-from kmot.core.tracing import converter_trace, traced_for_converter
 from kmot.core.transform import AddWeight, WeightTransform, WeightView, flatten_chain
 from kmot.core.wrapper import OptimizedLayer, weight_key, weight_keys
 
@@ -40,7 +39,6 @@ __all__ = [
     "clone_layer",
     "clone_model",
     "collect_summaries",
-    "converter_trace",
     "copy_transform",
     "effective_weights",
     "find_wrappers",
@@ -54,7 +52,6 @@ __all__ = [
     "rewrap",
     "simulations",
     "strip",
-    "traced_for_converter",
     "unknown_weights",
     "walk_layers",
     "walk_operations",

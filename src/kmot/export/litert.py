@@ -376,10 +376,8 @@ def _write_saved_model(tf, model: keras.Model, directory: str, *, fused=()) -> N
     signature = [specs] if len(specs) > 1 else specs
     # one RESHAPE, not SHAPE+STRIDED_SLICE+PACK+RESHAPE; LSTM/GRU as builtin ops, no Flex;
     # LayerNormalization without NEG (no int8 kernel)
-    from kmot.core import converter_trace
-
     with static_batch_reshapes(), unrolled_recurrences(model), centered_layer_norms(), \
-            fused_lstms(list(fused)), converter_trace():
+            fused_lstms(list(fused)):
         archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
         archive.write_out(directory, verbose=False)
 

@@ -143,13 +143,12 @@ def to_onnx(
 def _export(model: keras.Model, target: Path, opset: int | None) -> None:
     import tensorflow as tf
 
-    from kmot.core import converter_trace
     from kmot.export.saved_model import tensor_specs
     from kmot.export.static_shapes import static_batch_reshapes
 
     with captured_output() as log:
         try:
-            with static_batch_reshapes(), converter_trace():  # tf2onnx reads FakeQuant
+            with static_batch_reshapes():
                 model.export(str(target), format="onnx", verbose=False,
                              input_signature=tensor_specs(tf, model), opset_version=opset)
         except Exception as err:  # noqa: BLE001 - tracing and tf2onnx raise many types

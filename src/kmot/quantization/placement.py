@@ -124,9 +124,9 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
         used.add(candidate)
         return candidate
 
-    def quantizer(name, fixed=None, symmetric=False, float_input=False):
+    def quantizer(name, fixed=None, symmetric=False):
         return ActivationQuantizer(fixed_range=fixed, symmetric=symmetric,
-                                   float_input=float_input, name=unique(f"{name}_quant"))
+                                   name=unique(f"{name}_quant"))
 
     def quantized(name, fixed=None):
         """Puts a quantizer after each float tensor (integer outputs pass)."""
@@ -195,7 +195,7 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
                 or t.name not in top_inputs or "float" not in str(t.dtype)):
             return t
         if t.name not in input_quantizers:
-            input_quantizers[t.name] = quantizer(history.operation.name, float_input=True)(t)
+            input_quantizers[t.name] = quantizer(history.operation.name)(t)
         return input_quantizers[t.name]
 
     boundary: dict[int, Any] = {}
@@ -207,7 +207,7 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
             return t
         if id(t) not in boundary:
             producer = name_of(t._keras_history.operation)
-            boundary[id(t)] = quantizer(f"{producer}_boundary", float_input=True)(t)
+            boundary[id(t)] = quantizer(f"{producer}_boundary")(t)
         return boundary[id(t)]
 
     def call_function(layer, *args, **kwargs):

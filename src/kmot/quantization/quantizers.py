@@ -14,7 +14,6 @@ import keras
 from keras import ops
 
 from kmot.core.replicas import global_max, global_min
-from kmot.core.tracing import traced_for_converter
 from kmot.core.transform import WeightTransform
 
 __all__ = ["FakeQuantTransform", "ActivationQuantizer", "DEPTHWISE"]
@@ -210,30 +209,6 @@ def _integer_zero_point(lo, hi, num_bits: int):
     return -zero_point * scale, (levels - zero_point) * scale
 
 
-def _as_quantize_rounds(x, lo, hi, num_bits: int):
-    """`x` through LiteRT's QUANTIZE and back, on the grid of `_integer_zero_point`:
-    ``round(x / scale)``, ties away from zero, plus the zero point, clipped to the
-    codes (float32, as the kernel computes it, by the scale the converter stores)."""
-    scale = _stored_scale(lo, hi, 2.0 ** num_bits - 1)
-    levels = 2.0 ** num_bits - 1
-    zero_point = ops.round(-lo / scale)
-    steps = ops.cast(x, "float32") / scale
-    steps = ops.sign(steps) * ops.floor(ops.abs(steps) + 0.5)
-    return ops.cast(ops.clip(steps, -zero_point, levels - zero_point) * scale, x.dtype)
-
-
-def _stored_scale(lo, hi, levels: float):
-    """The scale the converter writes for the grid [lo, hi]: ``(hi - lo) / levels`` in
-    double, then float32. (In float32, a traced graph divides by the constant as a
-    multiplication by its reciprocal: an ulp off, which decides every tie.) JAX has
-    no float64 by default: there, the float32 quotient, by a divisor XLA cannot fold
-    (a quarter of ranges then differ by an ulp, when ``hi - lo`` rounds in float32)."""
-    if keras.backend.backend() == "jax":
-        return (hi - lo) / (ops.maximum(ops.sign(hi - lo), 1.0) * levels)
-    wide = ops.cast(hi, "float64") - ops.cast(lo, "float64")
-    return ops.cast(wide / levels, "float32")
-
-
 class _TorchScalars:
     """The keras.ops the range math takes, as torch calls that take Python floats as
     they are (keras.ops first makes each float a tensor: a few small ops apiece, which
@@ -293,15 +268,6 @@ class ActivationQuantizer(keras.layers.Layer):
         fixed_range: ``(min, max)`` to use instead of a learned range.
         symmetric: a range ``[-m, m * 127/128]`` (zero point 0), for ops whose
             int8 kernels need a zero-centred input (L2_NORMALIZATION).
-        float_input: the tensor enters int8 through LiteRT's QUANTIZE (a model
-            input, a float layer's output). FakeQuant rounds ``x - min`` in steps,
-            ties up; QUANTIZE rounds ``x / scale``, ties away from zero, then adds
-            the zero point. On discrete data (images through ``preprocess_input``)
-            many inputs are ties the two break apart: on [-1, 1] data, 6% of the
-            digits' pixels. With this set, the Keras model rounds them as QUANTIZE
-            does (an exact match, float32 as LiteRT computes it); the graph traced
-            for the converter (`kmot.core.converter_trace`) keeps the FakeQuant
-            alone.
 
     Example:
         >>> q = ActivationQuantizer()
@@ -312,13 +278,12 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def __init__(self, num_bits: int = 8, ema_decay: float = 0.99,
                  fixed_range: tuple[float, float] | None = None, symmetric: bool = False,
-                 float_input: bool = False, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_bits = num_bits
         self.ema_decay = ema_decay
         self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
         self.symmetric = symmetric
-        self.float_input = float_input
         self.supports_masking = True
         object.__setattr__(self, "_dither", None)  # a SeedGenerator while rounding is randomised
 
@@ -346,10 +311,7 @@ class ActivationQuantizer(keras.layers.Layer):
         if self._dither is not None:  # see kmot.quantization.rounding_noise_floor
             step = (hi - lo) / (2.0 ** self.num_bits - 1)
             x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step
-        out = _fake_quant_tensor(x, lo, hi, self.num_bits)
-        if self.float_input and not traced_for_converter():
-            out = out + ops.stop_gradient(_as_quantize_rounds(x, lo, hi, self.num_bits) - out)
-        return out
+        return _fake_quant_tensor(x, lo, hi, self.num_bits)
 
     def _range(self, x, observe: bool, xp):
         """The grid's ends: the range (moved by `x`'s when observing), made symmetric
@@ -383,4 +345,4 @@ class ActivationQuantizer(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_bits": self.num_bits, "ema_decay": self.ema_decay,
                 "fixed_range": list(self.fixed_range) if self.fixed_range else None,
-                "symmetric": self.symmetric, "float_input": self.float_input}
+                "symmetric": self.symmetric}
