@@ -106,6 +106,12 @@ class WeightTransform:
         """Transforms this one runs inside it (see `kmot.core.Reparameterized`)."""
         return []
 
+    def bind(self, layer: keras.layers.Layer, inputs: Any) -> None:
+        """Called each time the wrapping `OptimizedLayer` (`layer`) is placed in a
+        graph, with its symbolic `inputs`: for a transform whose value depends on
+        where its layer sits, e.g. the grid its input is on. A model loaded or cloned
+        places its layers again, so what a transform finds here is never saved."""
+
     def on_step(self, step: int) -> None:
         """Updates the state at training step `step` (called eagerly by callbacks)."""
 

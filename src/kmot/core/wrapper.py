@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kmot.core.transform import WeightTransform, WeightView
+from kmot.core.transform import WeightTransform, WeightView, flatten_chain
 from kmot.errors import TransformError
 
 __all__ = ["OptimizedLayer", "weight_key", "weight_keys"]
@@ -238,6 +238,10 @@ class OptimizedLayer(keras.layers.Wrapper):
 
     def compute_output_spec(self, inputs, *args, training=None, **kwargs):
         # Transforms never change shapes: the inner layer knows its output.
+        if keras.utils.is_keras_tensor(keras.tree.flatten(inputs)[0]):  # placed in a graph
+            for chain in self._chains.values():
+                for t in flatten_chain(chain):
+                    t.bind(self, inputs)
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         return self.layer.compute_output_spec(inputs, *args, **kwargs)

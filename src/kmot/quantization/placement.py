@@ -19,6 +19,7 @@ from kmot.core import OptimizedLayer, clone_model
 from kmot.core.selection import walk_operations
 from kmot.quantization.affine import channel_affine
 from kmot.quantization.attention import is_quantizable_attention, quantized_attention
+from kmot.quantization.bias import BiasQuantTransform
 from kmot.quantization.plan import (SIGMOID_GATED, dense_on_feature_maps, is_concatenation,
                                    is_layer_norm, name_of)
 from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
@@ -31,7 +32,7 @@ from kmot.quantization.splits import (affine_as_depthwise, conv1d_as_conv2d, den
 __all__ = ["place_quantizers"]
 
 
-def _upstream_quantizer(tensor) -> ActivationQuantizer | None:
+def upstream_quantizer(tensor) -> ActivationQuantizer | None:
     """The activation quantizer whose grid `tensor` is on: the one that wrote it, or
     the last one before ops that keep their input's scale (max pooling, reshape)."""
     seen = 0
@@ -47,6 +48,16 @@ def _upstream_quantizer(tensor) -> ActivationQuantizer | None:
         tensor = inputs[0] if len(inputs) == 1 else None
         seen += 1
     return None
+
+
+#: The layers LiteRT runs as one op adding an int32 bias in steps of input scale
+#: times kernel scale (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV).
+_INT32_BIAS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+               keras.layers.Dense, keras.layers.Conv2DTranspose)
+
+
+def _int32_bias(layer) -> bool:
+    return isinstance(layer, _INT32_BIAS) and bool(getattr(layer, "use_bias", False))
 
 
 def _float_producer(tensor, rules) -> bool:
@@ -83,7 +94,7 @@ def _onto_one_grid(tensors: list) -> list:
     go onto that input's grid. (With no such input, the output's quantizer is
     the scale, as before.)
     """
-    grids = [_upstream_quantizer(t) if "float" in str(t.dtype) else None for t in tensors]
+    grids = [upstream_quantizer(t) if "float" in str(t.dtype) else None for t in tensors]
     owners = {id(q): q for q in grids if q is not None}
     if len(owners) != 1:
         return tensors
@@ -107,7 +118,7 @@ def _on_its_grid(tensor):
     history = getattr(tensor, "_keras_history", None)
     if history is None or isinstance(history.operation, ActivationQuantizer):
         return tensor
-    upstream = _upstream_quantizer(tensor)
+    upstream = upstream_quantizer(tensor)
     return tensor if upstream is None else upstream(tensor, observe=False)
 
 
@@ -173,6 +184,8 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
         for key, axis in rule.weights.items():
             wrapper.add_transform(key, FakeQuantTransform(num_bits=8, axis=axis))
+        if quantize_activations and "kernel" in rule.weights and _int32_bias(inner):
+            wrapper.add_transform("bias", BiasQuantTransform())
         return wrapper
 
     def activate(name, act, t, own=None):
@@ -247,7 +260,7 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
                 and "float" in str(out.dtype)):
             return shared_relu_quantizer(layer, name, args[0])(out)
         if rule.output == "same":
-            upstream = _upstream_quantizer(args[0])
+            upstream = upstream_quantizer(args[0])
             if upstream is not None:  # its range, not updated by this second use
                 return tree.map_structure(lambda t: upstream(t, observe=False), out)
         fixed = rule.fixed_range if rule.output == "fixed" else None

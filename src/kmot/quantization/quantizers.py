@@ -209,6 +209,19 @@ def _integer_zero_point(lo, hi, num_bits: int):
     return -zero_point * scale, (levels - zero_point) * scale
 
 
+#: A learned grid's ends are scaled by this (its step by 0.1%, its zero point kept), so
+#: that no data sits on the grid's rounding ties. Discrete data often does: pixels
+#: ``p / 127.5 - 1`` through a range whose ends are data values, the digits' 17 levels.
+#: Ties are where the simulation and LiteRT part: FakeQuant rounds ``x - min`` half
+#: up, LiteRT's QUANTIZE ``x / scale`` half away from zero (XNNPACK's, and ONNX's
+#: QuantizeLinear, half to even). Off the ties, a value sits at least ``|x / scale| *
+#: 2**-10`` (half a thousandth of a step) from one, ten times the float error of
+#: either computation, so all round it alike. The converter reads these ends: the file
+#: holds this grid. (Ties between codes a mean of codes makes, as an average pool's,
+#: stay: that output shares its input's grid.)
+_OFF_THE_DATA_GRID = 1.0 + 2.0 ** -10
+
+
 class _TorchScalars:
     """The keras.ops the range math takes, as torch calls that take Python floats as
     they are (keras.ops first makes each float a tensor: a few small ops apiece, which
@@ -260,7 +273,8 @@ class ActivationQuantizer(keras.layers.Layer):
     The first training batch sets the range; later batches move it by
     ``1 - ema_decay``. The range always contains 0 (so zero is exact). A
     `fixed_range` (e.g. softmax's [0, 255/256], LiteRT's fixed output scale)
-    is never learned.
+    is never learned. A learned range's grid is a thousandth wider than the range
+    (`_OFF_THE_DATA_GRID`), so that discrete data rounds in Keras as in LiteRT.
 
     Args:
         num_bits: 8 (int8) or 16.
@@ -332,7 +346,10 @@ class ActivationQuantizer(keras.layers.Layer):
             bound = xp.maximum(-lo, hi)
             levels = 2.0 ** (self.num_bits - 1)
             lo, hi = -bound, bound * (levels - 1) / levels
-        return _integer_zero_point(lo, hi, self.num_bits)
+        lo, hi = _integer_zero_point(lo, hi, self.num_bits)
+        if self.fixed_range is None:  # (a fixed scale is LiteRT's: kept exact)
+            lo, hi = lo * _OFF_THE_DATA_GRID, hi * _OFF_THE_DATA_GRID
+        return lo, hi
 
     def compute_output_shape(self, input_shape):
         return input_shape
