@@ -4,6 +4,7 @@ from kmot.core.channels import ChannelGraph, ChannelGroup, ChannelUse, channel_g
 from kmot.core.chains import Carried, Reparameterized, copy_transform, rewrap
 from kmot.core.constraints import KeepZerosTransform, SharedValuesTransform
 from kmot.core.graph import as_functional, clone_layer, clone_model, input_shapes, is_graph_model
+from kmot.core import nested  # noqa: F401 - registers PlacedModel (built by rewrites)
 from kmot.core.kernels import (
     Kernel,
     KernelLayout,

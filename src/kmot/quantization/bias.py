@@ -22,7 +22,7 @@ import keras
 from keras import ops
 
 from kmot.core.transform import WeightTransform
-from kmot.quantization.quantizers import DEPTHWISE, ActivationQuantizer, FakeQuantTransform, _abs_max
+from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
 
 __all__ = ["BiasQuantTransform"]
 
@@ -42,7 +42,7 @@ class BiasQuantTransform(WeightTransform):
 
     def __init__(self, num_bits: int = 8):
         self.num_bits = num_bits  # the activations' bits (the input's grid)
-        self._source: tuple[Any, ActivationQuantizer, Any] | None = None
+        self._source: tuple[Any, ActivationQuantizer, FakeQuantTransform] | None = None
 
     def bind(self, layer, inputs) -> None:
         from kmot.quantization.placement import upstream_quantizer
@@ -50,27 +50,27 @@ class BiasQuantTransform(WeightTransform):
         first = keras.tree.flatten(inputs)[0]
         if getattr(first, "_keras_history", None) is None:
             return  # a shape-inference pass, not a placement
-        kernel_fq = [t for t in layer.transforms.get("kernel", ())
-                     if isinstance(t, FakeQuantTransform)]
+        kernel_fq = next((t for t in layer.transforms.get("kernel", ())
+                          if isinstance(t, FakeQuantTransform)), None)
         quantizer = upstream_quantizer(first)
-        if not kernel_fq or quantizer is None or (
+        if kernel_fq is None or quantizer is None or (
                 self._source is not None and self._source[1] is not quantizer):
             self._source = None  # (a layer shared between grids: no single bias grid)
             return
-        self._source = (layer, quantizer, kernel_fq[-1].axis)
+        self._source = (layer, quantizer, kernel_fq)
 
     def __call__(self, value, *, training):
         if self._source is None:
             return value
-        layer, quantizer, axis = self._source
+        layer, quantizer, kernel_fq = self._source
         kernel = layer.layer.kernel.value
         for t in layer.transforms["kernel"]:  # the value the kernel's FakeQuant takes its
-            if isinstance(t, FakeQuantTransform):  # grid from (max |w| maps onto 127)
+            if t is kernel_fq:  # grid from
                 break
             kernel = t(kernel, training=training)
-        lo, hi = quantizer._range(None, False, ops)
-        step = ops.stop_gradient(
-            (hi - lo) / (2.0 ** self.num_bits - 1) * _kernel_scales(kernel, axis) / 127.0)
+        lo, hi = quantizer.grid()
+        kernel_step = kernel_fq.bounds(kernel) / (2.0 ** (kernel_fq.num_bits - 1) - 1)
+        step = ops.stop_gradient((hi - lo) / (2.0 ** self.num_bits - 1) * kernel_step)
         snapped = ops.round(value / step) * step
         return value + ops.stop_gradient(snapped - value)
 
@@ -80,17 +80,3 @@ class BiasQuantTransform(WeightTransform):
     def get_config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits}
 
-
-def _kernel_scales(kernel, axis):
-    """max |kernel| per output channel (one value per bias element), as the kernel's
-    `FakeQuantTransform` with `axis` takes its grid."""
-    rank = len(kernel.shape)
-    if axis is None:
-        return _abs_max(kernel, None)
-    if axis == DEPTHWISE:
-        shape = tuple(kernel.shape)
-        kernel = ops.reshape(kernel, shape[:-2] + (shape[-2] * shape[-1],))
-        rank -= 1
-        axis = -1
-    axis %= rank
-    return _abs_max(kernel, tuple(a for a in range(rank) if a != axis))

@@ -166,7 +166,8 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
                 return layer_norm_as_l2(layer, quantizer) if quantize_activations else None
             affine = channel_affine(inner, input_rank(inner))
             if affine is not None:
-                return affine_as_depthwise(inner.name, input_shape_of(inner), *affine)
+                return affine_as_depthwise(inner.name, input_shape_of(inner), *affine,
+                                           int32_bias=quantize_activations)
         if not rule.weights:
             return None
         if quantize_activations and is_quantizable_attention(inner):
@@ -180,7 +181,7 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
         if is_plain_conv1d(inner) and rule.weights.get("kernel") == -1:
             return conv1d_as_conv2d(layer)
         if dense_on_feature_maps(inner) and set(rule.weights) == {"kernel"}:
-            return dense_as_conv(layer)
+            return dense_as_conv(layer, int32_bias=quantize_activations)
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})
         for key, axis in rule.weights.items():
             wrapper.add_transform(key, FakeQuantTransform(num_bits=8, axis=axis))

@@ -153,22 +153,37 @@ class FakeQuantTransform(WeightTransform):
         self.num_bits = num_bits
         self.axis = axis
 
-    def _quantize_last_axis(self, value):
-        bound = _abs_max(value, tuple(range(len(value.shape) - 1)))
-        return _symmetric_fake_quant(value, bound, self.num_bits, -1)
+    def _channels_last(self, value):
+        """`value` with its output channels as the last axis (one axis for `DEPTHWISE`)."""
+        if self.axis == DEPTHWISE:
+            shape = tuple(value.shape)
+            return ops.reshape(value, shape[:-2] + (shape[-2] * shape[-1],))
+        if self.axis in (-1, len(value.shape) - 1):
+            return value
+        return ops.moveaxis(value, self.axis, -1)
+
+    def _restore(self, flat, shape):
+        if self.axis == DEPTHWISE:
+            return ops.reshape(flat, shape)
+        if self.axis in (-1, len(shape) - 1):
+            return flat
+        return ops.moveaxis(flat, -1, self.axis)
+
+    def bounds(self, value):
+        """The grid's ends (+-bound, in steps of bound / (2**(num_bits - 1) - 1)) that
+        `value` is quantized on: max |value|, one per output channel with `axis`."""
+        if self.axis is None:
+            return _abs_max(value, None)
+        flat = self._channels_last(value)
+        return _abs_max(flat, tuple(range(len(flat.shape) - 1)))
 
     def __call__(self, value, *, training):
         if self.axis is None:
-            bound = _abs_max(value, None)
-            return _symmetric_fake_quant(value, bound, self.num_bits, None)
-        if self.axis == DEPTHWISE:
-            shape = tuple(value.shape)
-            flat = ops.reshape(value, shape[:-2] + (shape[-2] * shape[-1],))
-            return ops.reshape(self._quantize_last_axis(flat), shape)
-        if self.axis in (-1, len(value.shape) - 1):
-            return self._quantize_last_axis(value)
-        moved = ops.moveaxis(value, self.axis, -1)
-        return ops.moveaxis(self._quantize_last_axis(moved), -1, self.axis)
+            return _symmetric_fake_quant(value, self.bounds(value), self.num_bits, None)
+        flat = self._channels_last(value)
+        bound = _abs_max(flat, tuple(range(len(flat.shape) - 1)))
+        return self._restore(_symmetric_fake_quant(flat, bound, self.num_bits, -1),
+                             tuple(value.shape))
 
     def get_config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits, "axis": self.axis}
@@ -326,6 +341,12 @@ class ActivationQuantizer(keras.layers.Layer):
             step = (hi - lo) / (2.0 ** self.num_bits - 1)
             x = x + keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self._dither) * step
         return _fake_quant_tensor(x, lo, hi, self.num_bits)
+
+    def grid(self):
+        """The ends of the grid the quantizer rounds onto now (not observing): its
+        range made symmetric if asked, with an integer zero point, as LiteRT stores
+        it. The step is ``(hi - lo) / (2**num_bits - 1)``."""
+        return self._range(None, False, ops)
 
     def _range(self, x, observe: bool, xp):
         """The grid's ends: the range (moved by `x`'s when observing), made symmetric

@@ -2,6 +2,13 @@
 
 Each rewrite returns a small nested model named like the layer, carrying the
 transforms (masks, clusters) of the weights it moves (`kmot.core.rewrap`).
+
+With `int32_bias`, a convolution that reads the nested model's input or one of
+its quantizers directly gets its bias on LiteRT's int32 grid
+(`BiasQuantTransform`; the nested model is a `kmot.core.nested.PlacedModel`, so
+that the convolution sees the grid it is placed on). One behind a reshape (Conv1D
+as a 1 x k Conv2D, a Dense or an affine on 3-D inputs) keeps a float bias: what
+it reads carries no history back to a grid.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ import keras
 import numpy as np
 
 from kmot.core import Carried, OptimizedLayer, rewrap
+from kmot.core.nested import PlacedModel
+from kmot.quantization.bias import BiasQuantTransform
 from kmot.quantization.quantizers import DEPTHWISE, FakeQuantTransform
 
 __all__ = ["ExpandAxis", "SqueezeAxis", "conv1d_as_conv2d", "split_separable", "is_plain_conv1d",
@@ -49,8 +58,10 @@ def is_plain_conv1d(layer) -> bool:
                 keras.layers.DepthwiseConv1D))
 
 
-def _carry(source, new, moves: dict[str, tuple[str, tuple | None]], axis) -> OptimizedLayer:
-    """`new` wrapped with `source`'s chains moved onto it, then fake quantization."""
+def _carry(source, new, moves: dict[str, tuple[str, tuple | None]], axis,
+           int32_bias: bool = False) -> OptimizedLayer:
+    """`new` wrapped with `source`'s chains moved onto it, then fake quantization
+    (and the bias on its int32 grid with `int32_bias`)."""
     chains = {}
     if isinstance(source, OptimizedLayer):
         chains = {new_key: Carried(source, old_key, shape=shape)
@@ -60,6 +71,8 @@ def _carry(source, new, moves: dict[str, tuple[str, tuple | None]], axis) -> Opt
         wrapped = OptimizedLayer(new, {})
         wrapped.build_from_config({"layer": new.get_build_config()})
     wrapped.add_transform("kernel", FakeQuantTransform(axis=axis))
+    if int32_bias and "bias" in moves:
+        wrapped.add_transform("bias", BiasQuantTransform())
     return wrapped
 
 
@@ -88,7 +101,7 @@ def conv1d_as_conv2d(layer) -> keras.Model:
     inputs = keras.Input((None, channels))
     out = SqueezeAxis(1, name=f"{inner.name}_squeeze")(
         wrapped(ExpandAxis(1, name=f"{inner.name}_expand")(inputs)))
-    return keras.Model(inputs, out, name=inner.name)
+    return PlacedModel(inputs, out, name=inner.name)
 
 
 def split_separable(layer, quantizer) -> keras.Model:
@@ -117,19 +130,20 @@ def split_separable(layer, quantizer) -> keras.Model:
         pointwise.bias.assign(inner.bias.numpy())
         point_moves["bias"] = ("bias", None)
     dw = _carry(layer, depthwise, {"kernel": ("depthwise_kernel", None)}, axis=DEPTHWISE)
-    pw = _carry(layer, pointwise, point_moves, axis=-1)
+    pw = _carry(layer, pointwise, point_moves, axis=-1, int32_bias=quantizer is not None)
     inputs = keras.Input(batch_shape=input_shape)
     h = dw(inputs)
     if quantizer is not None:
         h = quantizer(f"{inner.name}_depthwise")(h)
-    return keras.Model(inputs, pw(h), name=inner.name)
+    return PlacedModel(inputs, pw(h), name=inner.name)
 
 
 def input_shape_of(layer) -> tuple:
     return (None,) + tuple(_unwrap(layer).get_build_config()["input_shape"][1:])
 
 
-def affine_as_depthwise(name: str, input_shape: tuple, scale, shift) -> keras.Model:
+def affine_as_depthwise(name: str, input_shape: tuple, scale, shift,
+                        int32_bias: bool = False) -> keras.Model:
     """A per-channel ``x * scale + shift`` as the 1x1 DepthwiseConv2D LiteRT runs exactly.
 
     Per-channel int8 weights hold one value per channel, so the int8 kernel is
@@ -150,14 +164,16 @@ def affine_as_depthwise(name: str, input_shape: tuple, scale, shift) -> keras.Mo
     depthwise.build(h.shape)
     depthwise.kernel.assign(scale.reshape(1, 1, channels, 1).astype("float32"))
     depthwise.bias.assign(shift.astype("float32"))
-    wrapped = OptimizedLayer(depthwise, {"kernel": [FakeQuantTransform(axis=DEPTHWISE)]})
-    h = wrapped(h)
+    chains = {"kernel": [FakeQuantTransform(axis=DEPTHWISE)]}
+    if int32_bias and not flat:
+        chains["bias"] = [BiasQuantTransform()]
+    h = OptimizedLayer(depthwise, chains)(h)
     if flat:
         h = keras.layers.Reshape(input_shape[1:], name=f"{name}_from_4d")(h)
-    return keras.Model(inputs, h, name=name)
+    return PlacedModel(inputs, h, name=name)
 
 
-def dense_as_conv(layer) -> keras.Model:
+def dense_as_conv(layer, int32_bias: bool = False) -> keras.Model:
     """A Dense on 3-D or 4-D inputs as the 1x1 Conv2D LiteRT runs in int8.
 
     The converter lowers such a Dense to RESHAPE, FULLY_CONNECTED, RESHAPE and a
@@ -176,14 +192,14 @@ def dense_as_conv(layer) -> keras.Model:
     if cfg["use_bias"]:
         conv.bias.assign(inner.bias.numpy())
         moves["bias"] = ("bias", None)
-    wrapped = _carry(layer, conv, moves, axis=-1)
+    wrapped = _carry(layer, conv, moves, axis=-1, int32_bias=int32_bias and len(input_shape) == 4)
     inputs = keras.Input(batch_shape=input_shape)
     if len(input_shape) == 3:
         out = SqueezeAxis(1, name=f"{inner.name}_squeeze")(
             wrapped(ExpandAxis(1, name=f"{inner.name}_expand")(inputs)))
     else:
         out = wrapped(inputs)
-    return keras.Model(inputs, out, name=inner.name)
+    return PlacedModel(inputs, out, name=inner.name)
 
 
 #: LiteRT's int8 L2_NORMALIZATION writes at a fixed scale of 1/128, zero point 0.
@@ -226,5 +242,6 @@ def layer_norm_as_l2(layer, quantizer) -> keras.Model:
     gamma = inner.gamma.numpy() if inner.scale else np.ones(channels, "float32")
     beta = inner.beta.numpy() if getattr(inner, "center", False) and inner.beta is not None \
         else np.zeros(channels, "float32")
-    affine = affine_as_depthwise(f"{inner.name}_affine", input_shape, gamma * np.sqrt(channels), beta)
-    return keras.Model(inputs, affine(h), name=inner.name)
+    affine = affine_as_depthwise(f"{inner.name}_affine", input_shape, gamma * np.sqrt(channels), beta,
+                                 int32_bias=True)
+    return PlacedModel(inputs, affine(h), name=inner.name)
