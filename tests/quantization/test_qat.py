@@ -660,3 +660,35 @@ def test_rewritten_layers_compute_the_int32_biases_the_file_holds(digits_data, t
             keras.ops.convert_to_numpy(reloaded[name].transformed_value(reloaded[name].layer.bias)),
             keras.ops.convert_to_numpy(wrappers[name].transformed_value(wrappers[name].layer.bias)),
             rtol=0, atol=1e-6, err_msg=name)
+
+def test_the_bias_grid_reuses_the_kernel_value_of_the_pass():
+    """A bias on its int32 grid reads its kernel's value before fake quantization;
+    in a forward pass it takes the one the layer computed, not the chain again."""
+    from kmot.core import OptimizedLayer, WeightTransform
+    from kmot.quantization.bias import BiasQuantTransform
+
+    calls = []
+
+    @keras.saving.register_keras_serializable(package="kmot_tests")
+    class Counted(WeightTransform):
+        def __call__(self, value, *, training):
+            calls.append(1)
+            return value * 1.0
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    dense = keras.layers.Dense(4, name="dense")
+    dense.build((None, 6))
+    wrapper = OptimizedLayer(dense, {"kernel": [Counted()]})
+    qat = quantize_model(keras.Model(inp, wrapper(keras.layers.Dense(6, name="first")(inp))))
+    [placed] = [w for w in find_wrappers(qat) if w.layer.name == "dense"]
+    assert isinstance(placed.transforms["bias"][-1], BiasQuantTransform)
+    x = np.ones((2, 6), "float32")
+    qat(x)  # builds, places
+    calls.clear()
+    out = qat(x, training=False)
+    assert len(calls) == 1  # the kernel chain ran once, for the kernel and its bias
+    calls.clear()
+    bias = placed.transformed_value(placed.layer.bias)  # out of a pass: computed
+    assert len(calls) == 1 and keras.ops.convert_to_numpy(out).shape == (2, 4)
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(bias)))

@@ -66,6 +66,8 @@ class _ChainIndex:
     def __init__(self):
         self.by_var: dict[int, list[WeightTransform]] = {}
         self.variables: dict[int, list] = {}
+        #: During `call`: each chain's inputs, by (id(variable), index in its chain).
+        self.this_pass: dict[tuple[int, int], Any] | None = None
 
 
 def _variable_name(key: str, index: int, name: str) -> str:
@@ -217,7 +219,25 @@ class OptimizedLayer(keras.layers.Wrapper):
         if not chain:
             return variable.value
         value = _readable(variable)
-        for t in chain:
+        this_pass = self._index.this_pass
+        for index, t in enumerate(chain):
+            if this_pass is not None:
+                this_pass[(id(variable), index)] = value
+            value = t(value, training=training)
+        return value
+
+    def value_before(self, key: str, transform: WeightTransform, training: bool = False):
+        """The value weight `key`'s chain hands `transform` (one of its own): this
+        forward pass's, where `call` has computed it already (a transform of one
+        weight reading another's, like a bias grid reading its kernel's)."""
+        variable = self._variables_by_key()[key]
+        chain = self._index.by_var.get(id(variable), [])
+        index = next(i for i, t in enumerate(chain) if t is transform)
+        computed = (self._index.this_pass or {}).get((id(variable), index))
+        if computed is not None:
+            return computed
+        value = _readable(variable)
+        for t in chain[:index]:
             value = t(value, training=training)
         return value
 
@@ -226,9 +246,13 @@ class OptimizedLayer(keras.layers.Wrapper):
         if getattr(layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         train = bool(training)
-        trainable = [self.transformed_value(v, train) for v in layer.trainable_variables]
-        frozen_vars = layer.non_trainable_variables
-        frozen = [self.transformed_value(v, train) for v in frozen_vars]
+        self._index.this_pass = {}
+        try:
+            trainable = [self.transformed_value(v, train) for v in layer.trainable_variables]
+            frozen_vars = layer.non_trainable_variables
+            frozen = [self.transformed_value(v, train) for v in frozen_vars]
+        finally:
+            self._index.this_pass = None
         outputs, updated = layer.stateless_call(trainable, frozen, inputs, *args, **kwargs)
         # Carry state updates (e.g. BatchNormalization statistics) back.
         for var, before, after in zip(frozen_vars, frozen, updated):

@@ -63,11 +63,8 @@ class BiasQuantTransform(WeightTransform):
         if self._source is None:
             return value
         layer, quantizer, kernel_fq = self._source
-        kernel = layer.layer.kernel.value
-        for t in layer.transforms["kernel"]:  # the value the kernel's FakeQuant takes its
-            if t is kernel_fq:  # grid from
-                break
-            kernel = t(kernel, training=training)
+        # the value the kernel's FakeQuant takes its grid from (this pass's, once computed)
+        kernel = layer.value_before("kernel", kernel_fq, training=training)
         lo, hi = quantizer.grid()
         kernel_step = kernel_fq.bounds(kernel) / (2.0 ** (kernel_fq.num_bits - 1) - 1)
         step = ops.stop_gradient((hi - lo) / (2.0 ** self.num_bits - 1) * kernel_step)
