@@ -169,19 +169,21 @@ class FakeQuantTransform(WeightTransform):
             return flat
         return ops.moveaxis(flat, -1, self.axis)
 
+    def _channels_last_and_bounds(self, value):
+        flat = self._channels_last(value)
+        return flat, _abs_max(flat, tuple(range(len(flat.shape) - 1)))
+
     def bounds(self, value):
         """The grid's ends (+-bound, in steps of bound / (2**(num_bits - 1) - 1)) that
         `value` is quantized on: max |value|, one per output channel with `axis`."""
         if self.axis is None:
             return _abs_max(value, None)
-        flat = self._channels_last(value)
-        return _abs_max(flat, tuple(range(len(flat.shape) - 1)))
+        return self._channels_last_and_bounds(value)[1]
 
     def __call__(self, value, *, training):
         if self.axis is None:
             return _symmetric_fake_quant(value, self.bounds(value), self.num_bits, None)
-        flat = self._channels_last(value)
-        bound = _abs_max(flat, tuple(range(len(flat.shape) - 1)))
+        flat, bound = self._channels_last_and_bounds(value)
         return self._restore(_symmetric_fake_quant(flat, bound, self.num_bits, -1),
                              tuple(value.shape))
 
