@@ -118,7 +118,9 @@ def test_stripped_weight_has_at_most_k_values(k, seed, init, per_channel):
         assert len(np.unique(out)) <= k
 
 
-def test_centroid_gradient_sums_the_gradients_of_their_weights():
+def _centroid_gradients(jit_compile: bool):
+    """The gradients of sum(clustered * upstream) for the centroids and the weight,
+    and what they should be: each centroid's, the sum of its weights' upstream."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -132,12 +134,29 @@ def test_centroid_gradient_sums_the_gradients_of_their_weights():
 
     transform.build(weight, add_weight)
     upstream = rng.normal(size=(40, 7)).astype("float32")
-    with tf.GradientTape() as tape:
-        out = transform(weight.value, training=True)
-        loss = tf.reduce_sum(out * upstream)
-    d_centroids, d_weight = tape.gradient(loss, [created["centroids"].value, weight.value])
+
+    @tf.function(jit_compile=jit_compile)
+    def gradients(value):
+        # Plus a zero XLA cannot know when it compiles: nothing computed from the
+        # value is a compile-time constant then. (A variable's value, it takes as a
+        # constant and recompiles for whenever it changes: on every training step.)
+        value = value + 0.0 * tf.random.uniform(value.shape)
+        with tf.GradientTape() as tape:
+            tape.watch(value)
+            loss = tf.reduce_sum(transform(value, training=True) * upstream)
+        return tape.gradient(loss, [created["centroids"].value, value])
+
+    d_centroids, d_weight = gradients(tf.constant(weight.numpy()))
     centroids = created["centroids"].numpy()[0]
     nearest = np.abs(weight.numpy()[..., None] - centroids).argmin(-1)
     expected = np.array([upstream[nearest == j].sum() for j in range(5)])
-    np.testing.assert_allclose(np.asarray(d_centroids)[0], expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(d_weight), upstream)  # straight-through
+    return np.asarray(d_centroids)[0], expected, np.asarray(d_weight), upstream
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_centroid_gradient_sums_the_gradients_of_their_weights(jit_compile):
+    # XLA: what Keras compiles a TensorFlow step with on a GPU, or with
+    # jit_compile=True; the bincount's length must be a constant there.
+    d_centroids, expected, d_weight, upstream = _centroid_gradients(jit_compile)
+    np.testing.assert_allclose(d_centroids, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_weight, upstream)  # straight-through
