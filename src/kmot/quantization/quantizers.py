@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from kmot.core.replicas import global_max, global_min
@@ -215,7 +216,8 @@ def _integer_zero_point(lo, hi, num_bits: int):
     minimum to be a grid point with an integer zero point, the maximum still
     covered: both then compute the same grid, and the data's extremes are exact.
     """
-    xp = _TorchScalars if _is_torch_tensor(lo) else ops
+    xp = (_TorchScalars if _is_torch_tensor(lo) else np if isinstance(lo, np.floating)
+          else ops)
     levels = 2.0 ** num_bits - 1
     # (+1e-4: an integer computed as k - epsilon; clipped, a range not reaching below 0
     # has zero point 0). About 20 ops: traced once per quantizer in every graph (fit,
@@ -317,6 +319,7 @@ class ActivationQuantizer(keras.layers.Layer):
         self.symmetric = symmetric
         self.supports_masking = True
         object.__setattr__(self, "_dither", None)  # a SeedGenerator while rounding is randomised
+        object.__setattr__(self, "_grid", None)  # a fixed range's, once computed
 
     def build(self, input_shape=None):
         lo, hi = self.fixed_range or (-6.0, 6.0)
@@ -353,6 +356,8 @@ class ActivationQuantizer(keras.layers.Layer):
     def _range(self, x, observe: bool, xp):
         """The grid's ends: the range (moved by `x`'s when observing), made symmetric
         if asked, with an integer zero point. `xp` does the element-wise math."""
+        if self.fixed_range is not None:  # (tensors: they mix with tensors as before)
+            return tuple(ops.convert_to_tensor(end) for end in self._fixed_grid())
         lo, hi = self.range_min.value, self.range_max.value
         if observe and self.fixed_range is None:
             x_lo, x_hi = _min_max(x)
@@ -373,6 +378,22 @@ class ActivationQuantizer(keras.layers.Layer):
         if self.fixed_range is None:  # (a fixed scale is LiteRT's: kept exact)
             lo, hi = lo * _OFF_THE_DATA_GRID, hi * _OFF_THE_DATA_GRID
         return lo, hi
+
+    def _fixed_grid(self):
+        """A fixed range's grid, as NumPy float32 scalars computed once: the same math
+        on constants. (In the graph it was about 20 ops per call, traced in
+        every graph: a quantized GRU step calls its sigmoid and tanh quantizers three
+        times.) NumPy's float32 arithmetic rounds as the backends' does, so the ends
+        are the same bits."""
+        if self._grid is None:
+            lo, hi = np.float32(self.fixed_range[0]), np.float32(self.fixed_range[1])
+            if self.symmetric:
+                bound = np.maximum(-lo, hi)
+                levels = np.float32(2.0 ** (self.num_bits - 1))
+                lo, hi = -bound, bound * (levels - 1) / levels
+            object.__setattr__(self, "_grid", tuple(
+                np.float32(end) for end in _integer_zero_point(lo, hi, self.num_bits)))
+        return self._grid
 
     def compute_output_shape(self, input_shape):
         return input_shape
