@@ -520,6 +520,33 @@ def test_the_activation_grid_has_an_integer_zero_point_and_covers_the_range(bits
             assert g_lo == 0.0 and abs(g_hi - max(hi, 1e-8)) <= tolerance
 
 
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asymmetric", "symmetric"])
+def test_a_fixed_range_grid_is_the_graph_math_bit_for_bit(symmetric):
+    """A fixed range's grid is computed once in NumPy (not as graph ops in every
+    traced graph): the same float32 bits as the backend's math on tensors, which the
+    converter reads, and the quantizer rounds onto it."""
+    from kmot.quantization.quantizers import _fake_quant_tensor, _integer_zero_point
+
+    ranges = [(0.0, 255 / 256), (-1.0, 127 / 128), (0.0, 1.0), (-6.0, 6.0), (-3.3, 0.7),
+              (0.0, 6.0), (-0.1234, 5.678), (-1e-3, 40.0)]
+    x = np.linspace(-7.0, 7.0, 1001, dtype="float32")
+    for lo, hi in ranges:
+        quantizer = ActivationQuantizer(fixed_range=(lo, hi), symmetric=symmetric)
+        quantizer.build(None)
+        t_lo, t_hi = (keras.ops.convert_to_tensor(np.float32(v)) for v in (lo, hi))
+        if symmetric:
+            bound = keras.ops.maximum(-t_lo, t_hi)
+            t_lo, t_hi = -bound, bound * 127.0 / 128.0
+        expected = [np.float32(keras.ops.convert_to_numpy(v))
+                    for v in _integer_zero_point(t_lo, t_hi, 8)]
+        got = [np.float32(keras.ops.convert_to_numpy(v)) for v in quantizer.grid()]
+        assert [v.tobytes() for v in got] == [v.tobytes() for v in expected], (lo, hi, got)
+        rounded = _fake_quant_tensor(keras.ops.convert_to_tensor(x), *(
+            keras.ops.convert_to_tensor(v) for v in expected), 8)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(quantizer(x, training=True)),
+                                      keras.ops.convert_to_numpy(rounded))
+
+
 def _input_codes_against_the_file(x):
     """A Dense model's QAT input quantizer: its output in Keras and the file's QUANTIZE
     output (dequantized), on `x`; and the file's ops."""
