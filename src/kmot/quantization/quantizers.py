@@ -359,7 +359,7 @@ class ActivationQuantizer(keras.layers.Layer):
         if self.fixed_range is not None:  # (tensors: they mix with tensors as before)
             return tuple(ops.convert_to_tensor(end) for end in self._fixed_grid())
         lo, hi = self.range_min.value, self.range_max.value
-        if observe and self.fixed_range is None:
+        if observe:
             x_lo, x_hi = _min_max(x)
             batch_lo = xp.minimum(global_min(x_lo), 0.0)  # the whole batch's,
             batch_hi = xp.maximum(global_max(x_hi), 0.0)  # also under tf.distribute
@@ -370,29 +370,26 @@ class ActivationQuantizer(keras.layers.Layer):
             self.range_min.assign(lo)
             self.range_max.assign(hi)
             self.initialized.assign(1.0)
+        lo, hi = self._ends(lo, hi, xp)
+        return lo * _OFF_THE_DATA_GRID, hi * _OFF_THE_DATA_GRID
+
+    def _ends(self, lo, hi, xp):
+        """The range made symmetric if asked, with an integer zero point."""
         if self.symmetric:
             bound = xp.maximum(-lo, hi)
             levels = 2.0 ** (self.num_bits - 1)
             lo, hi = -bound, bound * (levels - 1) / levels
-        lo, hi = _integer_zero_point(lo, hi, self.num_bits)
-        if self.fixed_range is None:  # (a fixed scale is LiteRT's: kept exact)
-            lo, hi = lo * _OFF_THE_DATA_GRID, hi * _OFF_THE_DATA_GRID
-        return lo, hi
+        return _integer_zero_point(lo, hi, self.num_bits)
 
     def _fixed_grid(self):
         """A fixed range's grid, as NumPy float32 scalars computed once: the same math
-        on constants. (In the graph it was about 20 ops per call, traced in
-        every graph: a quantized GRU step calls its sigmoid and tanh quantizers three
-        times.) NumPy's float32 arithmetic rounds as the backends' does, so the ends
-        are the same bits."""
+        on constants, not widened (a fixed scale is LiteRT's: kept exact). (In the
+        graph it was about 20 ops per call, traced in every graph: a quantized GRU
+        step calls its sigmoid and tanh quantizers three times.) NumPy's float32
+        arithmetic rounds as the backends' does, so the ends are the same bits."""
         if self._grid is None:
-            lo, hi = np.float32(self.fixed_range[0]), np.float32(self.fixed_range[1])
-            if self.symmetric:
-                bound = np.maximum(-lo, hi)
-                levels = np.float32(2.0 ** (self.num_bits - 1))
-                lo, hi = -bound, bound * (levels - 1) / levels
-            object.__setattr__(self, "_grid", tuple(
-                np.float32(end) for end in _integer_zero_point(lo, hi, self.num_bits)))
+            lo, hi = self._ends(np.float32(self.fixed_range[0]), np.float32(self.fixed_range[1]), np)
+            object.__setattr__(self, "_grid", (np.float32(lo), np.float32(hi)))
         return self._grid
 
     def compute_output_shape(self, input_shape):
