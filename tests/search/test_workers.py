@@ -112,3 +112,27 @@ def test_an_interrupted_search_resumes_from_its_storage(files, tmp_path):
         if t.state.name == "FAIL":
             assert t.user_attrs.get("interrupted")
             assert any(r.user_attrs.get("retry_of") == t.number for r in finished)
+
+
+def test_a_ctrl_c_as_a_trial_starts_leaves_every_record_with_a_state(files, tmp_path,
+                                                                       monkeypatch):
+    # Ctrl-C lands where it likes: here in the study read that opens a trial, before the
+    # trial trains. The record is written already, so it must still say how it ended.
+    from kmot.search import run, search
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.optuna_side, "find_duplicate", interrupted)
+    (tmp_path / "budgets.yaml").write_text("max_accuracy_drop: 0.5\n")
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    out = tmp_path / "out"
+    result = search(files / "base.keras", tmp_path / "budgets.yaml", data=files / "train.npz",
+                    val=files / "val.npz", out=out, trials=2, space=tmp_path / "space.yaml",
+                    progress=False)
+    assert result.interrupted
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["interrupted"] is True
+    assert [(t["state"], t.get("detail")) for t in saved["trials"]] == [("FAIL", "interrupted")]
+    (trial,) = _trials(f"sqlite:///{out / 'study.db'}")
+    assert trial.state.name == "FAIL" and trial.user_attrs.get("interrupted")

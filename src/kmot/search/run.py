@@ -203,9 +203,19 @@ class _Search:
             config = self.space.suggest(trial)
             trial.set_user_attr("worker", worker)
             candidate = trial_candidate(self.space, config, trial.number)
+            # "RUNNING" until it ends: a Ctrl-C at any point leaves a record with a state
             record: dict[str, Any] = {"number": trial.number, "params": config,
-                                      "candidate": candidate.name}
+                                      "candidate": candidate.name, "state": "RUNNING"}
             self.result.trials.append(record)
+            try:
+                return attempt(trial, config, candidate, record, queue)
+            except KeyboardInterrupt:
+                trial.set_user_attr("interrupted", True)
+                record.update(state="FAIL", detail="interrupted")
+                raise
+
+        def attempt(trial: Any, config: dict, candidate: Any, record: dict[str, Any],
+                    queue: bool) -> float:
             duplicate = optuna_side.find_duplicate(study, trial, trial.params)
             if duplicate is not None:  # that configuration ran (or runs) already
                 trial.set_user_attr("duplicate_of", duplicate.number)
@@ -231,10 +241,6 @@ class _Search:
                 self.result.save()
                 if queue:
                     self._follow(study, config, ["max_accuracy_drop"])
-                raise
-            except KeyboardInterrupt:
-                trial.set_user_attr("interrupted", True)
-                record.update(state="FAIL", detail="interrupted")
                 raise
             except Exception as err:  # recorded; Optuna marks the trial failed and goes on
                 record.update(state="FAIL", detail=f"{type(err).__name__}: {err}"[:2000],
