@@ -45,10 +45,11 @@ class BiasQuantTransform(WeightTransform):
         self._source: tuple[Any, ActivationQuantizer, FakeQuantTransform] | None = None
 
     def bind(self, layer, inputs) -> None:
+        from kmot.core.nested import producer
         from kmot.quantization.placement import upstream_quantizer
 
         first = keras.tree.flatten(inputs)[0]
-        if getattr(first, "_keras_history", None) is None:
+        if producer(first) is None:
             return  # a shape-inference pass, not a placement
         kernel_fq = next((t for t in layer.transforms.get("kernel", ())
                           if isinstance(t, FakeQuantTransform)), None)

@@ -16,6 +16,7 @@ import numpy as np
 from keras import tree
 
 from kmot.core import OptimizedLayer, clone_model
+from kmot.core.nested import producer
 from kmot.core.selection import walk_operations
 from kmot.quantization.affine import channel_affine
 from kmot.quantization.attention import is_quantizable_attention, quantized_attention
@@ -37,14 +38,12 @@ def upstream_quantizer(tensor) -> ActivationQuantizer | None:
     the last one before ops that keep their input's scale (max pooling, reshape)."""
     seen = 0
     while tensor is not None and seen < 64:
-        history = getattr(tensor, "_keras_history", None)
-        op = history.operation if history else None
+        op, inputs = producer(tensor) or (None, [])
         if isinstance(op, ActivationQuantizer):
             return op
         rule = rule_for(op) if op is not None and not isinstance(op, keras.layers.InputLayer) else None
-        if rule is None or rule.output != "keep" or not op._inbound_nodes:
+        if rule is None or rule.output != "keep" or not inputs:
             return None
-        inputs = op._inbound_nodes[history.node_index].input_tensors
         tensor = inputs[0] if len(inputs) == 1 else None
         seen += 1
     return None
@@ -179,7 +178,7 @@ def place_quantizers(model, rules, split, fused, *, quantize_activations):
         if isinstance(inner, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
             return split_separable(layer, quantizer if quantize_activations else None)
         if is_plain_conv1d(inner) and rule.weights.get("kernel") == -1:
-            return conv1d_as_conv2d(layer)
+            return conv1d_as_conv2d(layer, int32_bias=quantize_activations)
         if dense_on_feature_maps(inner) and set(rule.weights) == {"kernel"}:
             return dense_as_conv(layer, int32_bias=quantize_activations)
         wrapper = layer if isinstance(layer, OptimizedLayer) else OptimizedLayer(layer, {})

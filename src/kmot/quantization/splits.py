@@ -3,12 +3,11 @@
 Each rewrite returns a small nested model named like the layer, carrying the
 transforms (masks, clusters) of the weights it moves (`kmot.core.rewrap`).
 
-With `int32_bias`, a convolution that reads the nested model's input or one of
-its quantizers directly gets its bias on LiteRT's int32 grid
-(`BiasQuantTransform`; the nested model is a `kmot.core.nested.PlacedModel`, so
-that the convolution sees the grid it is placed on). One behind a reshape (Conv1D
-as a 1 x k Conv2D, a Dense or an affine on 3-D inputs) keeps a float bias: what
-it reads carries no history back to a grid.
+With `int32_bias`, a convolution gets its bias on LiteRT's int32 grid
+(`BiasQuantTransform`), on the grid of the nested model's input or of one of its
+quantizers, also through the reshapes around a Conv1D as a 1 x k Conv2D or a Dense
+or an affine on 3-D inputs (the nested model is a `kmot.core.nested.PlacedModel`,
+so that the convolution sees the grid it is placed on).
 """
 
 from __future__ import annotations
@@ -35,6 +34,11 @@ class ExpandAxis(keras.layers.Layer):
 
     def call(self, x):
         return keras.ops.expand_dims(x, self.axis)
+
+    def get_quantize_rule(self):
+        from kmot.quantization.rules import QuantizeRule
+
+        return QuantizeRule(output="keep")  # LiteRT's EXPAND_DIMS / SQUEEZE keep the scale
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
@@ -76,7 +80,7 @@ def _carry(source, new, moves: dict[str, tuple[str, tuple | None]], axis,
     return wrapped
 
 
-def conv1d_as_conv2d(layer) -> keras.Model:
+def conv1d_as_conv2d(layer, int32_bias: bool = False) -> keras.Model:
     """A Conv1D as the 1 x k Conv2D LiteRT runs it as, with per-channel weights.
 
     Keras runs Conv1D on expand_dims(kernel), and the converter cannot carry a
@@ -97,7 +101,7 @@ def conv1d_as_conv2d(layer) -> keras.Model:
     if cfg["use_bias"]:
         conv.bias.assign(inner.bias.numpy())
         moves["bias"] = ("bias", None)
-    wrapped = _carry(layer, conv, moves, axis=-1)
+    wrapped = _carry(layer, conv, moves, axis=-1, int32_bias=int32_bias)
     inputs = keras.Input((None, channels))
     out = SqueezeAxis(1, name=f"{inner.name}_squeeze")(
         wrapped(ExpandAxis(1, name=f"{inner.name}_expand")(inputs)))
@@ -165,7 +169,7 @@ def affine_as_depthwise(name: str, input_shape: tuple, scale, shift,
     depthwise.kernel.assign(scale.reshape(1, 1, channels, 1).astype("float32"))
     depthwise.bias.assign(shift.astype("float32"))
     chains = {"kernel": [FakeQuantTransform(axis=DEPTHWISE)]}
-    if int32_bias and not flat:
+    if int32_bias:
         chains["bias"] = [BiasQuantTransform()]
     h = OptimizedLayer(depthwise, chains)(h)
     if flat:
@@ -192,7 +196,7 @@ def dense_as_conv(layer, int32_bias: bool = False) -> keras.Model:
     if cfg["use_bias"]:
         conv.bias.assign(inner.bias.numpy())
         moves["bias"] = ("bias", None)
-    wrapped = _carry(layer, conv, moves, axis=-1, int32_bias=int32_bias and len(input_shape) == 4)
+    wrapped = _carry(layer, conv, moves, axis=-1, int32_bias=int32_bias)
     inputs = keras.Input(batch_shape=input_shape)
     if len(input_shape) == 3:
         out = SqueezeAxis(1, name=f"{inner.name}_squeeze")(
