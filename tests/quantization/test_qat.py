@@ -652,6 +652,20 @@ def _check_file_biases(content, wrappers, x, kinds=None):
         assert off_grid > 0.05, name  # the float bias is off grid
 
 
+def _off_the_grid(model, affine, biased):
+    """Random scales and shifts (and BN statistics) for the `affine` layers, random
+    biases for the `biased` ones: float values well off LiteRT's int32 grid."""
+    rng = np.random.default_rng(0)
+    for name in affine:  # weights 0 and 3: gamma and a BN's moving variance
+        layer = model.get_layer(name)
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if i in (0, 3)
+                           else rng.normal(0, 0.5, w.shape).astype("float32")
+                           for i, w in enumerate(layer.get_weights())])
+    for name in biased:
+        layer = model.get_layer(name)
+        layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape).astype("float32"))
+
+
 def test_rewritten_layers_compute_the_int32_biases_the_file_holds(digits_data, tmp_path):
     """The layers QAT rewrites as nested models of the ops LiteRT runs (a separable
     conv's pointwise half, a Dense on feature maps as a 1x1 conv, an unfoldable
@@ -667,14 +681,7 @@ def test_rewritten_layers_compute_the_int32_biases_the_file_holds(digits_data, t
     h = keras.layers.Dense(16, name="mix")(h)  # on 2 x 2 feature maps
     h = keras.layers.LayerNormalization(name="norm")(h)
     model = keras.Model(inp, keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(h)))
-    rng = np.random.default_rng(0)
-    for layer in (model.get_layer("bn"), model.get_layer("norm")):
-        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if i in (0, 3)
-                           else rng.normal(0, 0.5, w.shape).astype("float32")
-                           for i, w in enumerate(layer.get_weights())])
-    for name in ("sep", "mix"):
-        layer = model.get_layer(name)
-        layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape).astype("float32"))
+    _off_the_grid(model, affine=("bn", "norm"), biased=("sep", "mix"))
     qat = _train_qat(model, x[:512], y[:512], epochs=1)
     kinds = {"sep_pointwise": "CONV_2D", "mix_1x1": "CONV_2D", "bn_depthwise": "DEPTHWISE_CONV_2D",
              "norm_affine_depthwise": "DEPTHWISE_CONV_2D", "conv": "CONV_2D"}
@@ -703,14 +710,7 @@ def test_rewritten_layers_behind_a_reshape_compute_the_int32_biases_the_file_hol
     h = keras.layers.Dense(16, name="mix")(h)  # on (6, 8) sequences
     h = keras.layers.LayerNormalization(name="norm")(h)
     model = keras.Model(inp, keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(h)))
-    rng = np.random.default_rng(0)
-    norm = model.get_layer("norm")
-    norm.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if i == 0
-                      else rng.normal(0, 0.5, w.shape).astype("float32")
-                      for i, w in enumerate(norm.get_weights())])
-    for name in ("c1", "mix"):
-        layer = model.get_layer(name)
-        layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape).astype("float32"))
+    _off_the_grid(model, affine=("norm",), biased=("c1", "mix"))
     qat = _train_qat(model, rows[:512], y[:512], epochs=1)
     kinds = {"c1_2d": "CONV_2D", "mix_1x1": "CONV_2D", "norm_affine_depthwise": "DEPTHWISE_CONV_2D"}
     wrappers = {w.layer.name: w for w in find_wrappers(qat)}
