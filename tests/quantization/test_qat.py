@@ -698,6 +698,7 @@ def test_rewritten_layers_compute_the_int32_biases_the_file_holds(digits_data, t
             keras.ops.convert_to_numpy(wrappers[name].transformed_value(wrappers[name].layer.bias)),
             rtol=0, atol=1e-6, err_msg=name)
 
+
 def test_rewritten_layers_behind_a_reshape_compute_the_int32_biases_the_file_holds(digits_data):
     """A Conv1D (a 1 x k Conv2D between EXPAND_DIMS and SQUEEZE), a Dense and a
     LayerNormalization's affine on 3-D inputs read their grid through a reshape in

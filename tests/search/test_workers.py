@@ -17,9 +17,14 @@ SPACE = {"stages": ["search"], "epochs": 1, "runs": 5,
          "export": ["float32", "int8"]}
 
 
-def _start(files, folder, out, *extra):
+def _inputs(folder):
+    """The search's budgets and space files in `folder`."""
     (folder / "budgets.yaml").write_text("max_accuracy_drop: 0.5\n")
     (folder / "space.yaml").write_text(yaml.safe_dump(SPACE))
+
+
+def _start(files, folder, out, *extra):
+    _inputs(folder)
     cmd = [sys.executable, "-m", "kmot.cli", "search", str(files / "base.keras"),
            "--budgets", str(folder / "budgets.yaml"), "--data", str(files / "train.npz"),
            "--val", str(files / "val.npz"), "--out", str(out), "--space",
@@ -124,8 +129,7 @@ def test_a_ctrl_c_as_a_trial_starts_leaves_every_record_with_a_state(files, tmp_
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run.optuna_side, "find_duplicate", interrupted)
-    (tmp_path / "budgets.yaml").write_text("max_accuracy_drop: 0.5\n")
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    _inputs(tmp_path)
     out = tmp_path / "out"
     result = search(files / "base.keras", tmp_path / "budgets.yaml", data=files / "train.npz",
                     val=files / "val.npz", out=out, trials=2, space=tmp_path / "space.yaml",

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kmot.core.nested import producer
 from kmot.core.transform import WeightTransform
 from kmot.quantization.quantizers import ActivationQuantizer, FakeQuantTransform
 
@@ -45,7 +46,6 @@ class BiasQuantTransform(WeightTransform):
         self._source: tuple[Any, ActivationQuantizer, FakeQuantTransform] | None = None
 
     def bind(self, layer, inputs) -> None:
-        from kmot.core.nested import producer
         from kmot.quantization.placement import upstream_quantizer
 
         first = keras.tree.flatten(inputs)[0]
